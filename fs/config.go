@@ -1,0 +1,29 @@
+package fs
+
+import (
+	"time"
+
+	"github.com/ovlfs/ovlfs/whiteout"
+)
+
+// Config says which layers to merge and how. cmd/ovlfs builds it from the
+// fuse-overlayfs-compatible command line.
+type Config struct {
+	// Lowers are the read-only layers, topmost first. At least one.
+	Lowers []string
+	// Upper is the writable layer; empty for a read-only mount.
+	Upper string
+	// Work is the scratch directory on the same filesystem as Upper.
+	Work string
+	// NS is where overlay metadata lives; zero means: Trusted when the process
+	// may write trusted.* xattrs (real root), User otherwise.
+	NS whiteout.NS
+	// StaticNlink makes directories report st_nlink 1.
+	StaticNlink bool
+	// NoXattrs refuses every xattr operation.
+	NoXattrs bool
+	// Timeout is the kernel's entry and attribute cache lifetime.
+	Timeout time.Duration
+	// NoFsync ignores fsync (fsync=0, volatile).
+	NoFsync bool
+}

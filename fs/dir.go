@@ -1,0 +1,194 @@
+package fs
+
+import (
+	"context"
+	"sync"
+	"syscall"
+	"unsafe"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/ovlfs/ovlfs/whiteout"
+)
+
+// dirHandle is an open merged directory. The listing is merged once at opendir,
+// so offsets (index+1) stay stable for seekdir/telldir while it is open.
+type dirHandle struct {
+	mu   sync.Mutex
+	ents []fuse.DirEntry
+	pos  int
+}
+
+var (
+	_ = (gofs.FileReaddirenter)((*dirHandle)(nil))
+	_ = (gofs.FileSeekdirer)((*dirHandle)(nil))
+)
+
+func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	ents, errno := n.mergedEntries()
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	return &dirHandle{ents: ents}, 0, 0
+}
+
+func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.pos >= len(h.ents) {
+		return nil, 0
+	}
+	de := h.ents[h.pos]
+	h.pos++
+	de.Off = uint64(h.pos)
+	return &de, 0
+}
+
+func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if off > uint64(len(h.ents)) {
+		off = uint64(len(h.ents))
+	}
+	h.pos = int(off)
+	return 0
+}
+
+// mergedEntries lists the merged directory n: "." and "..", then the names of
+// every layer of its stack top-down, where a higher name masks lower ones and a
+// name whose topmost entry is a whiteout is dropped. Markers are never listed.
+func (n *node) mergedEntries() ([]fuse.DirEntry, syscall.Errno) {
+	var st unix.Stat_t
+	ents := []fuse.DirEntry{{Name: ".", Mode: unix.S_IFDIR}, {Name: "..", Mode: unix.S_IFDIR}}
+	stack := n.entries()
+	seen := make(map[string]struct{})
+	ns := n.root.ns
+	for _, e := range stack {
+		l := n.root.layers[e.layer]
+		p, errno := n.pathOf(e)
+		if errno != 0 {
+			return nil, errno
+		}
+		dfd, err := l.openDir(p)
+		if err != nil {
+			return nil, toErrno(err)
+		}
+		raw, err := readDirents(dfd)
+		if err != nil {
+			unix.Close(dfd)
+			return nil, toErrno(err)
+		}
+		xattrWh := false
+		if !l.upper {
+			v, _ := getxattrAt(dfd, "", ns.Key(whiteout.Opaque))
+			xattrWh = whiteout.ClassifyOpaque(v) == whiteout.HasXattrWhiteouts
+		}
+		// ".wh.N" hides N in its own layer too, whatever the order of entries.
+		var hidden map[string]struct{}
+		for _, d := range raw {
+			if h := whiteout.HiddenBy(d.name); h != "" {
+				if hidden == nil {
+					hidden = make(map[string]struct{})
+				}
+				hidden[h] = struct{}{}
+			}
+		}
+		for _, d := range raw {
+			if d.name == "." || d.name == ".." || whiteout.IsMarkerName(d.name) {
+				continue
+			}
+			if _, ok := seen[d.name]; ok {
+				continue
+			}
+			seen[d.name] = struct{}{}
+			if _, ok := hidden[d.name]; ok {
+				continue
+			}
+			mode := dtToMode(d.typ)
+			if d.typ == unix.DT_CHR || d.typ == unix.DT_UNKNOWN || (xattrWh && d.typ == unix.DT_REG) {
+				if err := unix.Fstatat(dfd, d.name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+					continue // gone meanwhile
+				}
+				mode = st.Mode & unix.S_IFMT
+				if whiteout.IsWhiteoutStat(&st) {
+					continue
+				}
+				if xattrWh && mode == unix.S_IFREG && st.Size == 0 && hasXattrAt(dfd, d.name, ns.Key(whiteout.Whiteout)) {
+					continue
+				}
+			}
+			ents = append(ents, fuse.DirEntry{Name: d.name, Mode: mode, Ino: l.inoBits | d.ino})
+		}
+		for h := range hidden {
+			seen[h] = struct{}{}
+		}
+		unix.Close(dfd)
+	}
+	return ents, 0
+}
+
+type rawDirent struct {
+	name string
+	ino  uint64
+	typ  uint8
+}
+
+// readDirents reads every entry of the open directory fd.
+func readDirents(fd int) ([]rawDirent, error) {
+	var out []rawDirent
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n <= 0 {
+			return out, nil
+		}
+		for b := buf[:n]; len(b) > 0; {
+			// struct linux_dirent64 { u64 ino; s64 off; u16 reclen; u8 type; char name[]; }
+			reclen := int(*(*uint16)(unsafe.Pointer(&b[16])))
+			if reclen <= 19 || reclen > len(b) {
+				return nil, unix.EIO
+			}
+			name := b[19:reclen]
+			for i, c := range name {
+				if c == 0 {
+					name = name[:i]
+					break
+				}
+			}
+			out = append(out, rawDirent{
+				ino:  *(*uint64)(unsafe.Pointer(&b[0])),
+				typ:  b[18],
+				name: string(name),
+			})
+			b = b[reclen:]
+		}
+	}
+}
+
+func dtToMode(t uint8) uint32 {
+	switch t {
+	case unix.DT_DIR:
+		return unix.S_IFDIR
+	case unix.DT_REG:
+		return unix.S_IFREG
+	case unix.DT_LNK:
+		return unix.S_IFLNK
+	case unix.DT_FIFO:
+		return unix.S_IFIFO
+	case unix.DT_SOCK:
+		return unix.S_IFSOCK
+	case unix.DT_CHR:
+		return unix.S_IFCHR
+	case unix.DT_BLK:
+		return unix.S_IFBLK
+	}
+	return 0
+}

@@ -1,0 +1,128 @@
+package fs
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// layer is one directory of the stack: the upper (index 0 when there is one) or a
+// lower. Every access to a layer goes through fd with *at calls and openat2, so a
+// symlink inside the layer can never lead the daemon outside it.
+type layer struct {
+	idx   int
+	path  string // for messages only
+	fd    int    // O_RDONLY|O_DIRECTORY on the layer root
+	upper bool
+	// inoBits is or-ed into the inode numbers of this layer's files so that layers
+	// on different filesystems never hand out the same st_ino.
+	inoBits uint64
+	dev     uint64
+}
+
+// resolveFlags keep every path walk inside the layer: no symlinks, no "..", no
+// magic links, no crossing into other mounts (the kernel overlay does not cross
+// mount points inside a layer either).
+const resolveFlags = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS |
+	unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV
+
+// openat2 opens rel (relative to the layer root, "" for the root) with flags,
+// never following a symlink in any component.
+func (l *layer) openat2(rel string, flags int) (int, error) {
+	if rel == "" {
+		rel = "."
+	}
+	how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW), Resolve: resolveFlags}
+	for range 8 {
+		fd, err := unix.Openat2(l.fd, rel, &how)
+		if err == unix.EAGAIN || err == unix.EINTR {
+			continue // a concurrent rename or mount raced the walk: retry
+		}
+		if err == unix.ELOOP {
+			// A symlink where a directory was expected: not a directory of this layer.
+			err = unix.ENOTDIR
+		}
+		return fd, err
+	}
+	return -1, unix.EAGAIN
+}
+
+// openDir opens directory rel of the layer for reading entries or as a base for
+// *at calls.
+func (l *layer) openDir(rel string) (int, error) {
+	return l.openat2(rel, unix.O_RDONLY|unix.O_DIRECTORY)
+}
+
+// splitPath returns the directory and the last name of a layer-relative path.
+func splitPath(rel string) (dir, name string) {
+	i := strings.LastIndexByte(rel, '/')
+	if i < 0 {
+		return "", rel
+	}
+	return rel[:i], rel[i+1:]
+}
+
+func joinPath(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}
+
+// lstat stats rel without following a symlink at any component.
+func (l *layer) lstat(rel string, st *unix.Stat_t) error {
+	if rel == "" {
+		return unix.Fstat(l.fd, st)
+	}
+	dir, name := splitPath(rel)
+	dfd, err := l.openDir(dir)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dfd)
+	return unix.Fstatat(dfd, name, st, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// procPath names the entry name of the open directory dfd for the path-based
+// xattr calls: the magic link resolves to dfd itself and the last component is
+// never followed by the l*xattr calls.
+func procPath(dfd int, name string) string {
+	p := "/proc/self/fd/" + strconv.Itoa(dfd)
+	if name != "" {
+		p += "/" + name
+	}
+	return p
+}
+
+// getxattrAt reads xattr key of entry name of directory dfd ("" for dfd itself).
+// It returns nil and no error when the entry has no such xattr.
+func getxattrAt(dfd int, name, key string) ([]byte, error) {
+	buf := make([]byte, 256)
+	for {
+		var n int
+		var err error
+		if name == "" {
+			n, err = unix.Fgetxattr(dfd, key, buf)
+		} else {
+			n, err = unix.Lgetxattr(procPath(dfd, name), key, buf)
+		}
+		switch {
+		case err == nil:
+			return buf[:n], nil
+		case errors.Is(err, unix.ENODATA) || errors.Is(err, unix.ENOTSUP):
+			return nil, nil
+		case errors.Is(err, unix.ERANGE) && len(buf) < 1<<16:
+			buf = make([]byte, 1<<16)
+		default:
+			return nil, err
+		}
+	}
+}
+
+// hasXattrAt reports whether entry name of dfd carries xattr key.
+func hasXattrAt(dfd int, name, key string) bool {
+	v, err := getxattrAt(dfd, name, key)
+	return err == nil && v != nil
+}

@@ -1,0 +1,331 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/ovlfs/ovlfs/whiteout"
+)
+
+// found is the result of resolving one name through the layers.
+type found struct {
+	stack    []layerEntry
+	isDir    bool
+	metacopy bool
+	layer    *layer      // layer of the shown (top) entry
+	st       unix.Stat_t // stat of the shown entry
+	blocks   int64       // st_blocks of the data entry (metacopy)
+}
+
+// redirect is an X(redirect) in force while walking down the layers.
+type redirect struct {
+	abs  string // path from the overlay root, or ""
+	name string // sibling name (relative redirect), or ""
+}
+
+// lookupName resolves name in directory n the way the kernel's ovl_lookup does:
+// walk the layers top-down; a whiteout ends the walk; a non-directory is the
+// answer (a metacopy one goes on for its data); directories join the merge stack
+// until an opaque one; a non-directory under a directory ends the stack.
+// Redirects are followed in the trusted NS only (the kernel never follows them
+// with userxattr).
+func (n *node) lookupName(name string) (*found, syscall.Errno) {
+	if whiteout.IsMarkerName(name) {
+		return nil, syscall.ENOENT
+	}
+	r := n.root
+	base := n.entries()
+	var res *found
+	var rd redirect
+	rooted := false
+	for i := 0; i < len(base); i++ {
+		e := base[i]
+		l := r.layers[e.layer]
+		var dirPath, lname, explicit string
+		switch {
+		case rd.abs != "":
+			dirPath, lname = splitPath(rd.abs)
+			explicit = rd.abs
+		default:
+			p, errno := n.pathOf(e)
+			if errno != 0 {
+				return nil, errno
+			}
+			dirPath, lname = p, name
+			if rd.name != "" {
+				lname = rd.name
+				explicit = joinPath(p, lname)
+			}
+		}
+		dfd, err := l.openDir(dirPath)
+		if err != nil {
+			if err == unix.ENOENT || err == unix.ENOTDIR {
+				continue // a redirect target missing from this layer
+			}
+			return nil, toErrno(err)
+		}
+		stop, errno := n.lookupIn(l, dfd, lname, layerEntry{layer: e.layer, path: explicit}, &res, &rd)
+		unix.Close(dfd)
+		if errno != 0 {
+			return nil, errno
+		}
+		if stop {
+			break
+		}
+		if rd.abs != "" && !rooted {
+			// An absolute redirect is looked up in every layer below, whatever
+			// the parent's stack (the root's stack holds every layer in order).
+			base, i, rooted = r.node.entries(), int(e.layer), true
+		}
+	}
+	if res == nil {
+		return nil, syscall.ENOENT
+	}
+	if res.metacopy && len(res.stack) < 2 {
+		return nil, syscall.EIO // metadata without data below it
+	}
+	return res, 0
+}
+
+// lookupIn examines lname in the directory dfd of layer l and updates the walk.
+// It reports whether the walk stops here.
+func (n *node) lookupIn(l *layer, dfd int, lname string, entry layerEntry, resp **found, rd *redirect) (bool, syscall.Errno) {
+	ns := n.root.ns
+	res := *resp
+	var st unix.Stat_t
+	if err := unix.Fstatat(dfd, whiteout.MarkerFor(lname), &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
+		return true, 0 // ".wh.NAME": hidden here and below
+	}
+	if err := unix.Fstatat(dfd, lname, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err == unix.ENOENT {
+			return false, 0
+		}
+		return false, toErrno(err)
+	}
+	if whiteout.IsWhiteoutStat(&st) {
+		return true, 0
+	}
+	typ := st.Mode & unix.S_IFMT
+	if !l.upper && typ == unix.S_IFREG && st.Size == 0 && isXattrWhiteout(dfd, lname, ns) {
+		return true, 0
+	}
+	switch {
+	case res == nil:
+		res = &found{layer: l, st: st, stack: []layerEntry{entry}}
+		*resp = res
+		if typ == unix.S_IFDIR {
+			res.isDir = true
+			return n.dirLayer(dfd, lname, rd)
+		}
+		if typ == unix.S_IFREG && hasXattrAt(dfd, lname, ns.Key(whiteout.Metacopy)) {
+			res.metacopy = true
+			return n.fileRedirect(dfd, lname, rd)
+		}
+		return true, 0
+	case res.isDir:
+		if typ != unix.S_IFDIR {
+			return true, 0 // a non-directory below a directory ends the stack
+		}
+		res.stack = append(res.stack, entry)
+		return n.dirLayer(dfd, lname, rd)
+	default: // a metacopy file looking for its data
+		if typ != unix.S_IFREG {
+			return true, 0
+		}
+		if hasXattrAt(dfd, lname, ns.Key(whiteout.Metacopy)) {
+			return n.fileRedirect(dfd, lname, rd)
+		}
+		res.stack = append(res.stack[:1], entry)
+		res.blocks = st.Blocks
+		return true, 0
+	}
+}
+
+// dirLayer reads the markers of a directory that joined the merge stack: opaque
+// ends the stack, a redirect changes where the layers below are searched.
+func (n *node) dirLayer(dfd int, lname string, rd *redirect) (bool, syscall.Errno) {
+	cfd, err := unix.Openat(dfd, lname, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return true, toErrno(err)
+	}
+	defer unix.Close(cfd)
+	meta, err := readDirMeta(cfd, n.root.ns)
+	if err != nil {
+		return true, toErrno(err)
+	}
+	if meta.opaque {
+		return true, 0
+	}
+	if meta.redirect != nil {
+		return false, setRedirect(meta.redirect, rd)
+	}
+	return false, 0
+}
+
+// fileRedirect applies the redirect of a metacopy file (its data was renamed).
+func (n *node) fileRedirect(dfd int, lname string, rd *redirect) (bool, syscall.Errno) {
+	if n.root.ns != whiteout.Trusted {
+		return false, 0
+	}
+	v, err := getxattrAt(dfd, lname, n.root.ns.Key(whiteout.Redirect))
+	if err != nil {
+		return true, toErrno(err)
+	}
+	if v != nil {
+		return false, setRedirect(v, rd)
+	}
+	return false, 0
+}
+
+func setRedirect(v []byte, rd *redirect) syscall.Errno {
+	parts, abs, err := whiteout.ParseRedirect(v)
+	if err != nil {
+		return syscall.EIO // never followed outside the layer
+	}
+	if abs {
+		rd.abs, rd.name = joinAll(parts), ""
+	} else if rd.abs != "" {
+		dir, _ := splitPath(rd.abs)
+		rd.abs = joinPath(dir, parts[0])
+	} else {
+		rd.name = parts[0]
+	}
+	return 0
+}
+
+func joinAll(parts []string) string {
+	s := ""
+	for _, p := range parts {
+		s = joinPath(s, p)
+	}
+	return s
+}
+
+// dirMeta is what a layer's directory says about itself.
+type dirMeta struct {
+	opaque   bool
+	xattrWh  bool   // X(opaque)="x": holds xattr whiteouts
+	redirect []byte // X(redirect), trusted NS only
+}
+
+// readDirMeta reads the opaque markers (every form SPEC.md lists) and the
+// redirect of the open directory fd. One listxattr answers the common case of a
+// directory without xattrs.
+func readDirMeta(fd int, ns whiteout.NS) (dirMeta, error) {
+	var m dirMeta
+	names, err := flistxattr(fd)
+	if err != nil {
+		return m, err
+	}
+	opq, rdr := ns.Key(whiteout.Opaque), ns.Key(whiteout.Redirect)
+	for _, k := range names {
+		switch {
+		case k == opq:
+			v, err := getxattrAt(fd, "", k)
+			if err != nil {
+				return m, err
+			}
+			switch whiteout.ClassifyOpaque(v) {
+			case whiteout.IsOpaque:
+				m.opaque = true
+			case whiteout.HasXattrWhiteouts:
+				m.xattrWh = true
+			}
+		case k == rdr && ns == whiteout.Trusted:
+			v, err := getxattrAt(fd, "", k)
+			if err != nil {
+				return m, err
+			}
+			m.redirect = v
+		case k == whiteout.CompatOpaqueKeys[0] || k == whiteout.CompatOpaqueKeys[1]:
+			v, err := getxattrAt(fd, "", k)
+			if err != nil {
+				return m, err
+			}
+			if whiteout.ClassifyOpaque(v) == whiteout.IsOpaque {
+				m.opaque = true
+			}
+		}
+	}
+	if !m.opaque {
+		var st unix.Stat_t
+		if unix.Fstatat(fd, whiteout.OpaqueMarker, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+			m.opaque = true
+		}
+	}
+	return m, nil
+}
+
+// isXattrWhiteout reports whether the empty regular file lname of dfd is a
+// kernel 6.8+ xattr whiteout: X(whiteout) on it, X(opaque)="x" on its directory.
+func isXattrWhiteout(dfd int, lname string, ns whiteout.NS) bool {
+	v, err := getxattrAt(dfd, "", ns.Key(whiteout.Opaque))
+	if err != nil || whiteout.ClassifyOpaque(v) != whiteout.HasXattrWhiteouts {
+		return false
+	}
+	return hasXattrAt(dfd, lname, ns.Key(whiteout.Whiteout))
+}
+
+func flistxattr(fd int) ([]string, error) {
+	buf := make([]byte, 1024)
+	for {
+		sz, err := unix.Flistxattr(fd, buf)
+		if err == unix.ERANGE && len(buf) < 1<<20 {
+			buf = make([]byte, 4*len(buf))
+			continue
+		}
+		if err == unix.ENOTSUP {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		return splitXattrNames(buf[:sz]), nil
+	}
+}
+
+func splitXattrNames(b []byte) []string {
+	var out []string
+	start := 0
+	for i, c := range b {
+		if c == 0 {
+			if i > start {
+				out = append(out, string(b[start:i]))
+			}
+			start = i + 1
+		}
+	}
+	return out
+}
+
+func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	res, errno := n.lookupName(name)
+	if errno != 0 {
+		return nil, errno
+	}
+	return n.newChild(ctx, res, out), 0
+}
+
+// newChild makes (or finds again) the inode of a resolved name and fills out.
+func (n *node) newChild(ctx context.Context, res *found, out *fuse.EntryOut) *gofs.Inode {
+	child := &node{root: n.root, stack: res.stack, isDir: res.isDir, metacopy: res.metacopy}
+	ino := res.layer.inoBits | res.st.Ino
+	in := n.NewInode(ctx, child, gofs.StableAttr{Mode: res.st.Mode & unix.S_IFMT, Ino: ino})
+	if c := in.Operations().(nodeOps).ovl(); c != child {
+		// Known already (the kernel forgot the name, or a hard link): refresh
+		// where it lives.
+		c.mu.Lock()
+		c.stack, c.isDir, c.metacopy = res.stack, res.isDir, res.metacopy
+		c.mu.Unlock()
+		child = c
+	}
+	child.fillAttr(res.layer, &res.st, &out.Attr)
+	if res.metacopy {
+		out.Attr.Blocks = uint64(res.blocks)
+	}
+	return in
+}

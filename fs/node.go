@@ -1,0 +1,193 @@
+package fs
+
+import (
+	"context"
+	"sync"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// layerEntry places a merged entry in one layer.
+type layerEntry struct {
+	layer int32
+	// path inside the layer when it differs from the path derived from the
+	// parent's entry in the same layer plus this node's name (after a redirect);
+	// "" means derived. Nodes carry no path strings otherwise: the tree is the path.
+	path string
+}
+
+// node is a merged file or directory. Its stack lists where it lives, topmost
+// first: for a directory the layers whose directories are merged, for a
+// non-directory the entry that is shown, then (metacopy) the entry holding data.
+type node struct {
+	gofs.Inode
+	root *Root
+
+	mu    sync.Mutex
+	stack []layerEntry // never modified in place: replaced whole under mu
+	isDir bool
+	// metacopy: stack[0] holds the metadata and stack[1] the data.
+	metacopy bool
+}
+
+var (
+	_ = (gofs.NodeLookuper)((*node)(nil))
+	_ = (gofs.NodeGetattrer)((*node)(nil))
+	_ = (gofs.NodeReadlinker)((*node)(nil))
+	_ = (gofs.NodeOpener)((*node)(nil))
+	_ = (gofs.NodeStatfser)((*node)(nil))
+	_ = (gofs.NodeGetxattrer)((*node)(nil))
+	_ = (gofs.NodeListxattrer)((*node)(nil))
+	_ = (gofs.NodeOpendirHandler)((*node)(nil))
+)
+
+func (n *node) entries() []layerEntry {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.stack
+}
+
+// entryIn returns n's entry in layer li.
+func (n *node) entryIn(li int32) (layerEntry, bool) {
+	for _, e := range n.entries() {
+		if e.layer == li {
+			return e, true
+		}
+	}
+	return layerEntry{}, false
+}
+
+// pathOf returns the path of n's entry e inside its layer.
+func (n *node) pathOf(e layerEntry) (string, syscall.Errno) {
+	if e.path != "" || n.IsRoot() {
+		return e.path, 0
+	}
+	name, parent := n.Parent()
+	if parent == nil {
+		return "", syscall.ESTALE // unlinked: only open handles reach it
+	}
+	p := parent.Operations().(nodeOps).ovl()
+	pe, ok := p.entryIn(e.layer)
+	if !ok {
+		return "", syscall.EIO
+	}
+	pp, errno := p.pathOf(pe)
+	if errno != 0 {
+		return "", errno
+	}
+	return joinPath(pp, name), 0
+}
+
+// nodeOps is implemented by node and Root, so that a parent found through the
+// go-fuse tree can be turned back into an ovlfs node.
+type nodeOps interface{ ovl() *node }
+
+func (n *node) ovl() *node { return n }
+
+// top returns the layer and path of the entry that is shown.
+func (n *node) top() (*layer, string, syscall.Errno) {
+	st := n.entries()
+	if len(st) == 0 {
+		return nil, "", syscall.ESTALE
+	}
+	p, errno := n.pathOf(st[0])
+	return n.root.layers[st[0].layer], p, errno
+}
+
+// data returns the layer and path of the entry holding the file's data.
+func (n *node) data() (*layer, string, syscall.Errno) {
+	n.mu.Lock()
+	st, mc := n.stack, n.metacopy
+	n.mu.Unlock()
+	if mc && len(st) > 1 {
+		p, errno := n.pathOf(st[1])
+		return n.root.layers[st[1].layer], p, errno
+	}
+	return n.top()
+}
+
+// stat fills out with the attributes the kernel overlay shows for n.
+func (n *node) stat(out *fuse.Attr) syscall.Errno {
+	l, p, errno := n.top()
+	if errno != 0 {
+		return errno
+	}
+	var st unix.Stat_t
+	if err := l.lstat(p, &st); err != nil {
+		return toErrno(err)
+	}
+	n.fillAttr(l, &st, out)
+	if n.metacopy {
+		if dl, dp, errno := n.data(); errno == 0 {
+			var dst unix.Stat_t
+			if dl.lstat(dp, &dst) == nil {
+				out.Blocks = uint64(dst.Blocks)
+			}
+		}
+	}
+	return 0
+}
+
+// fillAttr converts a layer's stat of n's top entry to what the mount shows.
+func (n *node) fillAttr(l *layer, st *unix.Stat_t, out *fuse.Attr) {
+	attrFromStat(st, out)
+	out.Ino = l.inoBits | st.Ino
+	if n.isDir && (n.root.cfg.StaticNlink || len(n.entries()) > 1) {
+		// A merged directory has no meaningful link count (the kernel says 1).
+		out.Nlink = 1
+	}
+}
+
+func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	return n.stat(&out.Attr)
+}
+
+func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	l, p, errno := n.top()
+	if errno != 0 {
+		return nil, errno
+	}
+	dir, name := splitPath(p)
+	dfd, err := l.openDir(dir)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	defer unix.Close(dfd)
+	buf := make([]byte, unix.PathMax)
+	for {
+		sz, err := unix.Readlinkat(dfd, name, buf)
+		if err != nil {
+			return nil, toErrno(err)
+		}
+		if sz < len(buf) {
+			return buf[:sz], 0
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	var st syscall.Statfs_t
+	if err := syscall.Fstatfs(n.root.layers[0].fd, &st); err != nil {
+		return toErrno(err)
+	}
+	out.FromStatfsT(&st)
+	return 0
+}
+
+func attrFromStat(st *unix.Stat_t, out *fuse.Attr) {
+	out.Ino = st.Ino
+	out.Size = uint64(st.Size)
+	out.Blocks = uint64(st.Blocks)
+	out.Atime, out.Atimensec = uint64(st.Atim.Sec), uint32(st.Atim.Nsec)
+	out.Mtime, out.Mtimensec = uint64(st.Mtim.Sec), uint32(st.Mtim.Nsec)
+	out.Ctime, out.Ctimensec = uint64(st.Ctim.Sec), uint32(st.Ctim.Nsec)
+	out.Mode = st.Mode
+	out.Nlink = uint32(st.Nlink)
+	out.Uid, out.Gid = st.Uid, st.Gid
+	out.Rdev = uint32(st.Rdev)
+	out.Blksize = uint32(st.Blksize)
+}

@@ -1,0 +1,138 @@
+// Package fs is the FUSE node tree of ovlfs: it merges the layers of a Config into
+// the tree that the kernel's overlayfs shows for them (../shared/SPEC.md).
+package fs
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/ovlfs/ovlfs/whiteout"
+)
+
+// Root is the root directory of an ovlfs mount and holds what every node shares.
+type Root struct {
+	node
+	cfg    Config
+	ns     whiteout.NS
+	layers []*layer // upper first when there is one, then the lowers topmost first
+	upper  *layer   // nil for a read-only mount
+}
+
+// NewRoot opens the layers of cfg. Each layer is opened once, as a directory fd
+// that every later access goes through.
+func NewRoot(cfg Config) (*Root, error) {
+	if len(cfg.Lowers) == 0 {
+		return nil, fmt.Errorf("no lower layer")
+	}
+	r := &Root{cfg: cfg, ns: cfg.NS}
+	if r.ns == 0 {
+		r.ns = DefaultNS()
+	}
+	paths := cfg.Lowers
+	if cfg.Upper != "" {
+		paths = append([]string{cfg.Upper}, cfg.Lowers...)
+	}
+	devs := map[uint64]uint64{}
+	for i, p := range paths {
+		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			r.Close()
+			return nil, &os.PathError{Op: "open layer", Path: p, Err: err}
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			unix.Close(fd)
+			r.Close()
+			return nil, &os.PathError{Op: "stat layer", Path: p, Err: err}
+		}
+		bits, ok := devs[st.Dev]
+		if !ok {
+			bits = uint64(len(devs)) << 56
+			devs[st.Dev] = bits
+		}
+		l := &layer{idx: i, path: p, fd: fd, upper: cfg.Upper != "" && i == 0, inoBits: bits, dev: st.Dev}
+		r.layers = append(r.layers, l)
+	}
+	if cfg.Upper != "" {
+		r.upper = r.layers[0]
+	}
+	r.node.root = r
+	stack := make([]layerEntry, len(r.layers))
+	for i := range r.layers {
+		stack[i] = layerEntry{layer: int32(i)}
+	}
+	r.node.stack = stack
+	r.node.isDir = true
+	return r, nil
+}
+
+// Close releases the layer fds.
+func (r *Root) Close() {
+	for _, l := range r.layers {
+		unix.Close(l.fd)
+	}
+	r.layers = nil
+}
+
+// DefaultNS is Trusted for a process that is root in the initial user namespace
+// (it may write trusted.* xattrs) and User otherwise, as the kernel's userxattr.
+func DefaultNS() whiteout.NS {
+	if os.Geteuid() != 0 {
+		return whiteout.User
+	}
+	m, err := os.ReadFile("/proc/self/uid_map")
+	if err != nil {
+		return whiteout.User
+	}
+	f := bytes.Fields(m)
+	if len(f) == 3 && string(f[0]) == "0" && string(f[1]) == "0" && string(f[2]) == "4294967295" {
+		return whiteout.Trusted
+	}
+	return whiteout.User
+}
+
+// NS returns the xattr namespace of the overlay metadata of this mount.
+func (r *Root) NS() whiteout.NS { return r.ns }
+
+func (r *Root) options(mo MountOptions) *gofs.Options {
+	timeout := r.cfg.Timeout
+	if timeout == 0 {
+		timeout = time.Second
+	}
+	name := mo.FsName
+	if name == "" {
+		name = "ovlfs"
+	}
+	opts := &gofs.Options{
+		EntryTimeout:    &timeout,
+		AttrTimeout:     &timeout,
+		NegativeTimeout: &timeout,
+		NullPermissions: true,
+		MountOptions: fuse.MountOptions{
+			FsName:        name,
+			Name:          "ovlfs",
+			AllowOther:    mo.AllowOther,
+			Debug:         mo.Debug,
+			DirectMount:   true,
+			DisableXAttrs: r.cfg.NoXattrs,
+			MaxWrite:      1 << 20,
+			// The kernel checks permissions from the modes we report, as it
+			// does for the kernel overlay.
+			Options: append([]string{"default_permissions"}, mo.Options...),
+		},
+	}
+	if r.upper == nil {
+		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(r.layers[0].fd, &st); err == nil {
+		opts.RootStableAttr = &gofs.StableAttr{Ino: r.layers[0].inoBits | st.Ino}
+	}
+	return opts
+}

@@ -1,0 +1,95 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ovlfs/ovlfs/whiteout"
+)
+
+// withEntry runs f on the directory fd holding n's shown entry and its name in
+// it ("" when fd is the entry itself: the layer root).
+func (n *node) withEntry(f func(dfd int, name string) syscall.Errno) syscall.Errno {
+	l, p, errno := n.top()
+	if errno != 0 {
+		return errno
+	}
+	if p == "" {
+		return f(l.fd, "")
+	}
+	dir, name := splitPath(p)
+	dfd, err := l.openDir(dir)
+	if err != nil {
+		return toErrno(err)
+	}
+	defer unix.Close(dfd)
+	return f(dfd, name)
+}
+
+func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	key, ok := whiteout.Escape(attr, n.root.ns)
+	if !ok {
+		return 0, syscall.ENODATA
+	}
+	var v []byte
+	errno := n.withEntry(func(dfd int, name string) syscall.Errno {
+		var err error
+		v, err = getxattrAt(dfd, name, key)
+		return toErrno(err)
+	})
+	switch {
+	case errno != 0:
+		return 0, errno
+	case v == nil:
+		return 0, syscall.ENODATA
+	case len(dest) < len(v):
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	var names []string
+	errno := n.withEntry(func(dfd int, name string) syscall.Errno {
+		var err error
+		if name == "" {
+			names, err = flistxattr(dfd)
+		} else {
+			names, err = llistxattr(procPath(dfd, name))
+		}
+		return toErrno(err)
+	})
+	if errno != 0 {
+		return 0, errno
+	}
+	var out []byte
+	for _, k := range names {
+		if c, ok := whiteout.Unescape(k, n.root.ns); ok {
+			out = append(append(out, c...), 0)
+		}
+	}
+	if len(dest) < len(out) {
+		return uint32(len(out)), syscall.ERANGE
+	}
+	return uint32(copy(dest, out)), 0
+}
+
+func llistxattr(path string) ([]string, error) {
+	buf := make([]byte, 1024)
+	for {
+		sz, err := unix.Llistxattr(path, buf)
+		if err == unix.ERANGE && len(buf) < 1<<20 {
+			buf = make([]byte, 4*len(buf))
+			continue
+		}
+		if err == unix.ENOTSUP {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		return splitXattrNames(buf[:sz]), nil
+	}
+}

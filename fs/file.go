@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"sync"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -9,43 +10,208 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// fileHandle is an open regular file: an fd on the layer file that holds the data.
+// fileHandle is an open regular file: an fd on the layer file that holds the
+// data. A read-only handle opened before a copy-up moves to the upper copy on
+// its next read, as the kernel overlay's stacked files do.
 type fileHandle struct {
-	fd int
+	n        *node
+	mu       sync.Mutex
+	fd       int
+	flags    int
+	gen      uint32
+	writable bool
+	noFsync  bool
 }
 
 var (
 	_ = (gofs.FileReader)((*fileHandle)(nil))
+	_ = (gofs.FileWriter)((*fileHandle)(nil))
 	_ = (gofs.FileReleaser)((*fileHandle)(nil))
 	_ = (gofs.FileLseeker)((*fileHandle)(nil))
+	_ = (gofs.FileFsyncer)((*fileHandle)(nil))
+	_ = (gofs.FileFlusher)((*fileHandle)(nil))
+	_ = (gofs.FileAllocater)((*fileHandle)(nil))
+	_ = (gofs.FileGetlker)((*fileHandle)(nil))
+	_ = (gofs.FileSetlker)((*fileHandle)(nil))
+	_ = (gofs.FileSetlkwer)((*fileHandle)(nil))
+	_ = (gofs.NodeCopyFileRanger)((*node)(nil))
 )
 
+// openFlags are the open(2) flags passed on to the layer file.
+const openFlags = unix.O_ACCMODE | unix.O_APPEND | unix.O_DIRECT | unix.O_SYNC | unix.O_DSYNC | unix.O_NOATIME
+
 func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if flags&(unix.O_WRONLY|unix.O_RDWR|unix.O_TRUNC) != 0 {
-		return nil, 0, syscall.EROFS // the write path is not done yet (README: limits)
+	write := flags&(unix.O_WRONLY|unix.O_RDWR) != 0
+	if write || flags&unix.O_TRUNC != 0 {
+		if errno := n.copyUp(flags&unix.O_TRUNC != 0); errno != 0 {
+			return nil, 0, errno
+		}
 	}
-	l, p, errno := n.data()
+	fl := int(flags) & openFlags
+	if flags&unix.O_TRUNC != 0 {
+		fl |= unix.O_TRUNC
+	}
+	fd, errno := n.openData(fl)
 	if errno != 0 {
 		return nil, 0, errno
 	}
-	fd, err := l.openat2(p, unix.O_RDONLY|int(flags&unix.O_DIRECT))
-	if err != nil {
-		return nil, 0, toErrno(err)
+	return n.newHandle(fd, flags), 0, 0
+}
+
+// openData opens the file holding n's data with the open(2) flags fl.
+func (n *node) openData(fl int) (int, syscall.Errno) {
+	l, p, errno := n.data()
+	if errno != 0 {
+		return -1, errno
 	}
-	// Nothing changes a lower file behind the mount, so the page cache survives
-	// across opens.
-	return &fileHandle{fd: fd}, fuse.FOPEN_KEEP_CACHE, 0
+	fd, err := l.openat2(p, fl&^unix.O_NOATIME)
+	return fd, toErrno(err)
+}
+
+func (n *node) newHandle(fd int, flags uint32) *fileHandle {
+	n.mu.Lock()
+	gen := n.gen
+	n.mu.Unlock()
+	return &fileHandle{
+		n: n, fd: fd, gen: gen,
+		flags:    int(flags) & openFlags &^ unix.O_TRUNC,
+		writable: flags&(unix.O_WRONLY|unix.O_RDWR) != 0,
+		noFsync:  n.root.cfg.NoFsync,
+	}
+}
+
+// current returns the fd to use, reopening a read-only handle whose file was
+// copied up since it was opened.
+func (f *fileHandle) current() (int, syscall.Errno) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.writable {
+		f.n.mu.Lock()
+		gen := f.n.gen
+		f.n.mu.Unlock()
+		if gen != f.gen {
+			fd, errno := f.n.openData(f.flags)
+			if errno == 0 {
+				unix.Close(f.fd)
+				f.fd, f.gen = fd, gen
+			}
+		}
+	}
+	return f.fd, 0
 }
 
 func (f *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	return fuse.ReadResultFd(uintptr(f.fd), off, len(dest)), 0
+	fd, errno := f.current()
+	if errno != 0 {
+		return nil, errno
+	}
+	n, err := unix.Pread(fd, dest, off)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+func (f *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	n, err := unix.Pwrite(f.fd, data, off)
+	return uint32(n), toErrno(err)
 }
 
 func (f *fileHandle) Release(ctx context.Context) syscall.Errno {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	return toErrno(unix.Close(f.fd))
 }
 
+// Flush reports write-back errors of the backing file at close(2), as close on
+// it would: close a duplicate, keeping the handle open for other dup'd fds.
+func (f *fileHandle) Flush(ctx context.Context) syscall.Errno {
+	fd, err := unix.Dup(f.fd)
+	if err != nil {
+		return toErrno(err)
+	}
+	return toErrno(unix.Close(fd))
+}
+
+func (f *fileHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	if f.noFsync {
+		return 0
+	}
+	if flags&1 != 0 { // FUSE_FSYNC_FDATASYNC
+		return toErrno(unix.Fdatasync(f.fd))
+	}
+	return toErrno(unix.Fsync(f.fd))
+}
+
 func (f *fileHandle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
-	n, err := unix.Seek(f.fd, int64(off), int(whence))
+	fd, errno := f.current()
+	if errno != 0 {
+		return 0, errno
+	}
+	n, err := unix.Seek(fd, int64(off), int(whence))
 	return uint64(n), toErrno(err)
+}
+
+func (f *fileHandle) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
+	return toErrno(unix.Fallocate(f.fd, mode, int64(off), int64(size)))
+}
+
+func (f *fileHandle) Getlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32, out *fuse.FileLock) syscall.Errno {
+	var flk syscall.Flock_t
+	lk.ToFlockT(&flk)
+	errno := toErrno(syscall.FcntlFlock(uintptr(f.fd), unix.F_OFD_GETLK, &flk))
+	out.FromFlockT(&flk)
+	return errno
+}
+
+func (f *fileHandle) Setlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
+	return f.setLock(lk, flags, false)
+}
+
+func (f *fileHandle) Setlkw(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
+	return f.setLock(lk, flags, true)
+}
+
+// setLock takes POSIX record locks (as open file description locks) and flock
+// locks on the real backing file.
+func (f *fileHandle) setLock(lk *fuse.FileLock, flags uint32, wait bool) syscall.Errno {
+	if flags&fuse.FUSE_LK_FLOCK != 0 {
+		var op int
+		switch lk.Typ {
+		case syscall.F_RDLCK:
+			op = unix.LOCK_SH
+		case syscall.F_WRLCK:
+			op = unix.LOCK_EX
+		case syscall.F_UNLCK:
+			op = unix.LOCK_UN
+		default:
+			return syscall.EINVAL
+		}
+		if !wait {
+			op |= unix.LOCK_NB
+		}
+		return toErrno(unix.Flock(f.fd, op))
+	}
+	var flk syscall.Flock_t
+	lk.ToFlockT(&flk)
+	cmd := unix.F_OFD_SETLK
+	if wait {
+		cmd = unix.F_OFD_SETLKW
+	}
+	return toErrno(syscall.FcntlFlock(uintptr(f.fd), cmd, &flk))
+}
+
+func (n *node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn uint64, out *gofs.Inode, fhOut gofs.FileHandle, offOut uint64, size uint64, flags uint64) (uint32, syscall.Errno) {
+	in, ok1 := fhIn.(*fileHandle)
+	o, ok2 := fhOut.(*fileHandle)
+	if !ok1 || !ok2 {
+		return 0, syscall.EBADF
+	}
+	ifd, errno := in.current()
+	if errno != 0 {
+		return 0, errno
+	}
+	i, j := int64(offIn), int64(offOut)
+	c, err := unix.CopyFileRange(ifd, &i, o.fd, &j, int(size), int(flags))
+	return uint32(c), toErrno(err)
 }

@@ -31,6 +31,11 @@ type node struct {
 	isDir bool
 	// metacopy: stack[0] holds the metadata and stack[1] the data.
 	metacopy bool
+	// gen counts copy-ups, so that open handles move to the upper copy.
+	gen uint32
+
+	// copyMu serialises copy-ups of this node.
+	copyMu sync.Mutex
 }
 
 var (

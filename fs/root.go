@@ -12,6 +12,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/ovlfs/ovlfs/cow"
 	"github.com/ovlfs/ovlfs/whiteout"
 )
 
@@ -22,6 +23,8 @@ type Root struct {
 	ns     whiteout.NS
 	layers []*layer // upper first when there is one, then the lowers topmost first
 	upper  *layer   // nil for a read-only mount
+	// scratch is ovlfs's own directory in the workdir (nil without upper).
+	scratch *cow.Scratch
 }
 
 // NewRoot opens the layers of cfg. Each layer is opened once, as a directory fd
@@ -29,6 +32,9 @@ type Root struct {
 func NewRoot(cfg Config) (*Root, error) {
 	if len(cfg.Lowers) == 0 {
 		return nil, fmt.Errorf("no lower layer")
+	}
+	if (cfg.Upper == "") != (cfg.Work == "") {
+		return nil, fmt.Errorf("upperdir and workdir go together")
 	}
 	r := &Root{cfg: cfg, ns: cfg.NS}
 	if r.ns == 0 {
@@ -61,6 +67,12 @@ func NewRoot(cfg Config) (*Root, error) {
 	}
 	if cfg.Upper != "" {
 		r.upper = r.layers[0]
+		sc, err := cow.OpenScratch(cfg.Work, r.ns)
+		if err != nil {
+			r.Close()
+			return nil, err
+		}
+		r.scratch = sc
 	}
 	r.node.root = r
 	stack := make([]layerEntry, len(r.layers))
@@ -78,6 +90,9 @@ func (r *Root) Close() {
 		unix.Close(l.fd)
 	}
 	r.layers = nil
+	if r.scratch != nil {
+		r.scratch.Close()
+	}
 }
 
 // DefaultNS is Trusted for a process that is root in the initial user namespace
@@ -120,6 +135,7 @@ func (r *Root) options(mo MountOptions) *gofs.Options {
 			AllowOther:    mo.AllowOther,
 			Debug:         mo.Debug,
 			DirectMount:   true,
+			EnableLocks:   true,
 			DisableXAttrs: r.cfg.NoXattrs,
 			MaxWrite:      1 << 20,
 			// The kernel checks permissions from the modes we report, as it

@@ -1,0 +1,246 @@
+package cow
+
+import (
+	"errors"
+	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ovlfs/ovlfs/whiteout"
+)
+
+// Owner is who a new object belongs to.
+type Owner struct{ Uid, Gid uint32 }
+
+// CopyUp copies entry srcName of directory srcDir (a lower layer) to dstName in
+// directory dstDir (the upper layer): the object is built in the scratch dir with
+// its mode, owner, times and xattrs (except overlay metadata), then renamed into
+// place. Regular files get their data unless noData (open with O_TRUNC);
+// directories get no entries; FIFOs, sockets and devices are made with mknod.
+// An entry at dstName (a whiteout) is replaced.
+func (s *Scratch) CopyUp(srcDir int, srcName string, dstDir int, dstName string, noData bool) error {
+	var st unix.Stat_t
+	if err := unix.Fstatat(srcDir, srcName, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &os.PathError{Op: "copyup stat", Path: srcName, Err: err}
+	}
+	tmp := s.TempName()
+	undo := func() { removeAt(s.fd, tmp) }
+	if err := s.build(srcDir, srcName, &st, tmp, noData); err != nil {
+		undo()
+		return &os.PathError{Op: "copyup", Path: srcName, Err: err}
+	}
+	if err := unix.Renameat(s.fd, tmp, dstDir, dstName); err != nil {
+		undo()
+		return &os.PathError{Op: "copyup rename", Path: dstName, Err: err}
+	}
+	return nil
+}
+
+// build makes the copy of srcName (stat st) as tmp in the scratch dir.
+func (s *Scratch) build(srcDir int, srcName string, st *unix.Stat_t, tmp string, noData bool) error {
+	perm := st.Mode & 0o7777
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		if err := unix.Mkdirat(s.fd, tmp, 0o700); err != nil {
+			return err
+		}
+	case unix.S_IFREG:
+		dfd, err := unix.Openat(s.fd, tmp, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			return err
+		}
+		if !noData && st.Size > 0 {
+			err = copyData(srcDir, srcName, dfd, st.Size)
+		}
+		if cerr := unix.Close(dfd); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+	case unix.S_IFLNK:
+		target, err := readlinkAt(srcDir, srcName)
+		if err != nil {
+			return err
+		}
+		if err := unix.Symlinkat(target, s.fd, tmp); err != nil {
+			return err
+		}
+	default: // FIFO, socket, char or block device
+		if err := unix.Mknodat(s.fd, tmp, st.Mode&unix.S_IFMT|0o600, int(st.Rdev)); err != nil {
+			return err
+		}
+	}
+	return s.finish(srcDir, srcName, tmp, st.Uid, st.Gid, perm, st.Mode&unix.S_IFMT, &st.Atim, &st.Mtim)
+}
+
+// finish gives tmp its xattrs, owner, mode and times, in the order that keeps
+// setuid/setgid bits (chown clears them, so chmod comes after).
+func (s *Scratch) finish(srcDir int, srcName, tmp string, uid, gid, perm, typ uint32, atime, mtime *unix.Timespec) error {
+	if err := CopyXattrs(ProcPath(srcDir, srcName), ProcPath(s.fd, tmp), s.ns); err != nil {
+		return err
+	}
+	if err := unix.Fchownat(s.fd, tmp, int(uid), int(gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	if typ != unix.S_IFLNK {
+		if err := unix.Fchmodat(s.fd, tmp, perm, 0); err != nil {
+			return err
+		}
+	}
+	ts := []unix.Timespec{*atime, *mtime}
+	return unix.UtimesNanoAt(s.fd, tmp, ts, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+func readlinkAt(dfd int, name string) (string, error) {
+	buf := make([]byte, unix.PathMax)
+	for {
+		n, err := unix.Readlinkat(dfd, name, buf)
+		if err != nil {
+			return "", err
+		}
+		if n < len(buf) {
+			return string(buf[:n]), nil
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// copyData copies size bytes of srcName into dst: a reflink where the filesystem
+// shares extents, else copy_file_range over the data segments, keeping holes.
+func copyData(srcDir int, srcName string, dst int, size int64) error {
+	src, err := unix.Openat(srcDir, srcName, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(src)
+	if unix.IoctlFileClone(dst, src) == nil {
+		return nil
+	}
+	return CopyRange(src, dst, size)
+}
+
+// CopyRange copies the first size bytes of src to dst at the same offsets, only
+// the data segments (SEEK_DATA/SEEK_HOLE), then sets dst's size.
+func CopyRange(src, dst int, size int64) error {
+	var off int64
+	for off < size {
+		data, err := unix.Seek(src, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break // only a hole is left
+		}
+		if err != nil {
+			data = off // no SEEK_DATA here: copy everything
+		}
+		hole, err := unix.Seek(src, data, unix.SEEK_HOLE)
+		if err != nil {
+			hole = size
+		}
+		if hole > size {
+			hole = size
+		}
+		for data < hole {
+			in, out := data, data
+			n, err := unix.CopyFileRange(src, &in, dst, &out, int(hole-data), 0)
+			if err != nil {
+				if err == unix.EXDEV || err == unix.EINVAL || err == unix.ENOSYS || err == unix.EOPNOTSUPP {
+					n, err = preadCopy(src, dst, data, hole-data)
+				}
+				if err != nil {
+					return err
+				}
+			}
+			if n == 0 {
+				return io.ErrUnexpectedEOF // the file shrank under us
+			}
+			data += int64(n)
+		}
+		off = hole
+	}
+	return unix.Ftruncate(dst, size)
+}
+
+func preadCopy(src, dst int, off, n int64) (int, error) {
+	buf := make([]byte, min(n, 1<<20))
+	r, err := unix.Pread(src, buf, off)
+	if err != nil || r == 0 {
+		return 0, err
+	}
+	return unix.Pwrite(dst, buf[:r], off)
+}
+
+// CopyXattrs copies every xattr of the src path to the dst path (both taken with
+// the l*xattr calls, so never followed) except overlay metadata of ns and
+// fuse-overlayfs's private keys. Xattrs the destination filesystem refuses are
+// an error, except where it has no xattrs at all.
+func CopyXattrs(src, dst string, ns whiteout.NS) error {
+	names, err := Llistxattr(src)
+	if err != nil {
+		return err
+	}
+	for _, k := range names {
+		if whiteout.IsPrivateXattr(k, ns) {
+			continue
+		}
+		v, err := Lgetxattr(src, k)
+		if err != nil {
+			if err == unix.ENODATA {
+				continue
+			}
+			return err
+		}
+		if err := unix.Lsetxattr(dst, k, v, 0); err != nil {
+			if err == unix.ENOTSUP {
+				continue
+			}
+			return &os.PathError{Op: "setxattr " + k, Path: dst, Err: err}
+		}
+	}
+	return nil
+}
+
+// Llistxattr lists the xattr names of path without following it.
+func Llistxattr(path string) ([]string, error) {
+	buf := make([]byte, 1024)
+	for {
+		sz, err := unix.Llistxattr(path, buf)
+		if err == unix.ERANGE && len(buf) < 1<<20 {
+			buf = make([]byte, 4*len(buf))
+			continue
+		}
+		if err == unix.ENOTSUP {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		var out []string
+		start := 0
+		for i, c := range buf[:sz] {
+			if c == 0 {
+				if i > start {
+					out = append(out, string(buf[start:i]))
+				}
+				start = i + 1
+			}
+		}
+		return out, nil
+	}
+}
+
+// Lgetxattr reads xattr key of path without following it.
+func Lgetxattr(path, key string) ([]byte, error) {
+	buf := make([]byte, 256)
+	for {
+		n, err := unix.Lgetxattr(path, key, buf)
+		if err == unix.ERANGE && len(buf) < 1<<16 {
+			buf = make([]byte, 1<<16)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return buf[:n], nil
+	}
+}

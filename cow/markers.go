@@ -1,0 +1,73 @@
+package cow
+
+import (
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// Whiteout puts a kernel whiteout (char 0/0) at name in the upper directory dir,
+// atomically replacing a non-directory that is there.
+func (s *Scratch) Whiteout(dir int, name string) error {
+	tmp := s.TempName()
+	if err := unix.Mknodat(s.fd, tmp, unix.S_IFCHR, 0); err != nil {
+		return &os.PathError{Op: "mknod whiteout", Path: name, Err: err}
+	}
+	if err := unix.Renameat(s.fd, tmp, dir, name); err != nil {
+		unix.Unlinkat(s.fd, tmp, 0)
+		return &os.PathError{Op: "whiteout", Path: name, Err: err}
+	}
+	return nil
+}
+
+// ReplaceDirWithWhiteout swaps the upper directory name of dir with a new
+// whiteout in one step, then removes the old directory (which holds only
+// whiteouts) from the scratch dir.
+func (s *Scratch) ReplaceDirWithWhiteout(dir int, name string) error {
+	tmp := s.TempName()
+	if err := unix.Mknodat(s.fd, tmp, unix.S_IFCHR, 0); err != nil {
+		return &os.PathError{Op: "mknod whiteout", Path: name, Err: err}
+	}
+	if err := unix.Renameat2(s.fd, tmp, dir, name, unix.RENAME_EXCHANGE); err != nil {
+		unix.Unlinkat(s.fd, tmp, 0)
+		return &os.PathError{Op: "whiteout", Path: name, Err: err}
+	}
+	return removeAt(s.fd, tmp)
+}
+
+// RemoveDir removes the upper directory name of dir, which holds only whiteouts:
+// it is first moved into the scratch dir, so a crash never leaves it half-empty.
+func (s *Scratch) RemoveDir(dir int, name string) error {
+	tmp := s.TempName()
+	if err := unix.Renameat(dir, name, s.fd, tmp); err != nil {
+		return &os.PathError{Op: "rmdir", Path: name, Err: err}
+	}
+	return removeAt(s.fd, tmp)
+}
+
+// Place renames the finished object tmp of the scratch dir to name in dir. A
+// whiteout there is replaced (swapped out and removed, for a directory); any
+// other existing entry is an error (EEXIST).
+func (s *Scratch) Place(tmp string, dir int, name string, overWhiteout, isDir bool) error {
+	var err error
+	switch {
+	case !overWhiteout:
+		err = unix.Renameat2(s.fd, tmp, dir, name, unix.RENAME_NOREPLACE)
+	case isDir:
+		// rename(2) cannot put a directory over a device: swap, then drop the
+		// whiteout that landed in the scratch dir.
+		if err = unix.Renameat2(s.fd, tmp, dir, name, unix.RENAME_EXCHANGE); err == nil {
+			return unix.Unlinkat(s.fd, tmp, 0)
+		}
+	default:
+		err = unix.Renameat(s.fd, tmp, dir, name)
+	}
+	if err != nil {
+		removeAt(s.fd, tmp)
+		return &os.PathError{Op: "create", Path: name, Err: err}
+	}
+	return nil
+}
+
+// Discard removes an unfinished object from the scratch dir.
+func (s *Scratch) Discard(tmp string) { removeAt(s.fd, tmp) }

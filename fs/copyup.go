@@ -1,0 +1,143 @@
+package fs
+
+import (
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ovlfs/ovlfs/cow"
+)
+
+// inUpper reports whether n's shown entry is in the upper layer.
+func (n *node) inUpper() bool {
+	st := n.entries()
+	return n.root.upper != nil && len(st) > 0 && st[0].layer == 0
+}
+
+// hasLower reports whether some lower layer contributes to n.
+func (n *node) hasLower() bool {
+	for _, e := range n.entries() {
+		if e.layer != 0 || n.root.upper == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// parentNode returns n's directory and n's name in it.
+func (n *node) parentNode() (*node, string, syscall.Errno) {
+	name, p := n.Parent()
+	if p == nil {
+		return nil, "", syscall.ESTALE
+	}
+	return p.Operations().(nodeOps).ovl(), name, 0
+}
+
+// upperDir opens n's directory in the upper layer, copying it up first.
+func (n *node) upperDir() (int, syscall.Errno) {
+	if errno := n.copyUp(false); errno != 0 {
+		return -1, errno
+	}
+	p, errno := n.pathOf(layerEntry{layer: 0})
+	if errno != 0 {
+		return -1, errno
+	}
+	fd, err := n.root.upper.openDir(p)
+	return fd, toErrno(err)
+}
+
+// copyUp gives n an entry in the upper layer: parents first, then n itself, built
+// in the scratch dir and renamed into place. noData skips the data of a regular
+// file (it is about to be truncated).
+func (n *node) copyUp(noData bool) syscall.Errno {
+	r := n.root
+	if r.upper == nil {
+		return syscall.EROFS
+	}
+	if n.inUpper() {
+		return 0 // fast path
+	}
+	parent, name, errno := n.parentNode()
+	if errno != 0 {
+		return errno
+	}
+	dfd, errno := parent.upperDir()
+	if errno != 0 {
+		return errno
+	}
+	defer unix.Close(dfd)
+
+	n.copyMu.Lock()
+	defer n.copyMu.Unlock()
+	if n.inUpper() {
+		return 0 // another request copied it up meanwhile
+	}
+	return n.copyUpLocked(dfd, name, noData)
+}
+
+// copyUpLocked copies n to name in the upper directory dfd.
+// Preconditions: n.copyMu is locked; n is not in the upper layer.
+func (n *node) copyUpLocked(dfd int, name string, noData bool) syscall.Errno {
+	r := n.root
+	l, p, errno := n.top()
+	if errno != 0 {
+		return errno
+	}
+	sdir, sname := splitPath(p)
+	sfd, err := l.openDir(sdir)
+	if err != nil {
+		return toErrno(err)
+	}
+	defer unix.Close(sfd)
+	mc := n.isMetacopy()
+	if err := r.scratch.CopyUp(sfd, sname, dfd, name, noData || mc); err != nil {
+		return toErrno(err)
+	}
+	if mc && !noData {
+		// A lower metacopy file: its data lives further down.
+		if errno := n.copyMetacopyData(dfd, name); errno != 0 {
+			unix.Unlinkat(dfd, name, 0)
+			return errno
+		}
+	}
+	n.mu.Lock()
+	if n.isDir {
+		n.stack = append([]layerEntry{{layer: 0}}, n.stack...)
+	} else {
+		n.stack = []layerEntry{{layer: 0}}
+		n.metacopy = false
+	}
+	n.gen++
+	n.mu.Unlock()
+	return 0
+}
+
+func (n *node) isMetacopy() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.metacopy
+}
+
+// copyMetacopyData fills the upper copy name of dfd with the data of n's data
+// entry.
+func (n *node) copyMetacopyData(dfd int, name string) syscall.Errno {
+	dl, dp, errno := n.data()
+	if errno != 0 {
+		return errno
+	}
+	src, err := dl.openat2(dp, unix.O_RDONLY)
+	if err != nil {
+		return toErrno(err)
+	}
+	defer unix.Close(src)
+	dst, err := unix.Openat(dfd, name, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return toErrno(err)
+	}
+	defer unix.Close(dst)
+	var st unix.Stat_t
+	if err := unix.Fstat(dst, &st); err != nil {
+		return toErrno(err)
+	}
+	return toErrno(cow.CopyRange(src, dst, st.Size))
+}

@@ -1,0 +1,656 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/ovlfs/ovlfs/cow"
+	"github.com/ovlfs/ovlfs/whiteout"
+)
+
+var (
+	_ = (gofs.NodeCreater)((*node)(nil))
+	_ = (gofs.NodeMkdirer)((*node)(nil))
+	_ = (gofs.NodeMknoder)((*node)(nil))
+	_ = (gofs.NodeSymlinker)((*node)(nil))
+	_ = (gofs.NodeLinker)((*node)(nil))
+	_ = (gofs.NodeUnlinker)((*node)(nil))
+	_ = (gofs.NodeRmdirer)((*node)(nil))
+	_ = (gofs.NodeRenamer)((*node)(nil))
+	_ = (gofs.NodeSetattrer)((*node)(nil))
+	_ = (gofs.NodeSetxattrer)((*node)(nil))
+	_ = (gofs.NodeRemovexattrer)((*node)(nil))
+)
+
+// caller returns who makes a request.
+func caller(ctx context.Context) (uid, gid uint32) {
+	if c, ok := ctx.(*fuse.Context); ok {
+		return c.Uid, c.Gid
+	}
+	return uint32(unix.Geteuid()), uint32(unix.Getegid())
+}
+
+// upperWhiteoutAt reports whether the upper directory dfd has a whiteout at name.
+func upperWhiteoutAt(dfd int, name string) bool {
+	var st unix.Stat_t
+	return unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && whiteout.IsWhiteoutStat(&st)
+}
+
+// lowerProvides reports whether a lower layer shows something at name in n:
+// then deleting name needs a whiteout, and a directory made there must be opaque.
+func (n *node) lowerProvides(name string) bool {
+	var lowers []layerEntry
+	for _, e := range n.entries() {
+		if e.layer != 0 {
+			lowers = append(lowers, e)
+		}
+	}
+	if len(lowers) == 0 {
+		return false
+	}
+	probe := &node{root: n.root, stack: lowers, isDir: true}
+	for i, e := range lowers {
+		p, errno := n.pathOf(e)
+		if errno != 0 {
+			return true // cannot tell: a whiteout too many is harmless
+		}
+		probe.stack[i].path = p
+		if p == "" {
+			probe.stack[i].path = "."
+		}
+	}
+	_, errno := probe.lookupName(name)
+	return errno != syscall.ENOENT
+}
+
+// create makes a new object name in n: build makes it as tmp in the scratch dir,
+// it gets the caller as owner (the directory's group when it is setgid), and is
+// renamed into place, over a whiteout if there is one.
+func (n *node) create(ctx context.Context, name string, mode uint32, build func(scratch int, tmp string) error, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if errno := n.place(ctx, name, mode, true, build); errno != 0 {
+		return nil, errno
+	}
+	res, errno := n.lookupName(name)
+	if errno != 0 {
+		return nil, errno
+	}
+	return n.newChild(ctx, res, out), 0
+}
+
+// place builds a new object and puts it at name in n's upper directory; own
+// gives it to the caller.
+func (n *node) place(ctx context.Context, name string, mode uint32, own bool, build func(scratch int, tmp string) error) syscall.Errno {
+	if whiteout.IsMarkerName(name) {
+		return syscall.EINVAL // the overlay format cannot hold these names
+	}
+	dfd, errno := n.upperDir()
+	if errno != 0 {
+		return errno
+	}
+	defer unix.Close(dfd)
+	r := n.root
+	sc := r.scratch
+	tmp := sc.TempName()
+	if err := build(sc.Fd(), tmp); err != nil {
+		sc.Discard(tmp)
+		return toErrno(err)
+	}
+	isDir := mode&unix.S_IFMT == unix.S_IFDIR
+	overWh := upperWhiteoutAt(dfd, name)
+	if isDir && (overWh || n.hasLower()) {
+		// A directory made where a lower one may be hidden must not merge it.
+		if err := unix.Lsetxattr(procPath(sc.Fd(), tmp), r.ns.Key(whiteout.Opaque), []byte("y"), 0); err != nil {
+			sc.Discard(tmp)
+			return toErrno(err)
+		}
+	}
+	if own {
+		if errno := setOwner(ctx, dfd, sc.Fd(), tmp); errno != 0 {
+			sc.Discard(tmp)
+			return errno
+		}
+	}
+	return toErrno(sc.Place(tmp, dfd, name, overWh, isDir))
+}
+
+// setOwner gives tmp the caller's uid and gid (the directory dfd's gid when it
+// is setgid), keeping the mode bits that chown clears.
+func setOwner(ctx context.Context, dfd, sfd int, tmp string) syscall.Errno {
+	uid, gid := caller(ctx)
+	var dst unix.Stat_t
+	if err := unix.Fstat(dfd, &dst); err != nil {
+		return toErrno(err)
+	}
+	if dst.Mode&unix.S_ISGID != 0 {
+		gid = dst.Gid
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(sfd, tmp, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return toErrno(err)
+	}
+	if st.Uid == uid && st.Gid == gid {
+		return 0
+	}
+	if err := unix.Fchownat(sfd, tmp, int(uid), int(gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return toErrno(err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFLNK && st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
+		return toErrno(unix.Fchmodat(sfd, tmp, st.Mode&0o7777, 0))
+	}
+	return 0
+}
+
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return n.create(ctx, name, unix.S_IFDIR|mode, func(sfd int, tmp string) error {
+		if err := unix.Mkdirat(sfd, tmp, mode&0o7777); err != nil {
+			return err
+		}
+		return unix.Fchmodat(sfd, tmp, n.inheritSgid(mode&0o7777, true), 0)
+	}, out)
+}
+
+// inheritSgid adds the setgid bit that a new directory inherits from a setgid
+// parent (the scratch dir is not setgid, so mkdir there does not do it).
+func (n *node) inheritSgid(mode uint32, isDir bool) uint32 {
+	if !isDir {
+		return mode
+	}
+	l, p, errno := n.top()
+	var st unix.Stat_t
+	if errno == 0 && l.lstat(p, &st) == nil && st.Mode&unix.S_ISGID != 0 {
+		mode |= unix.S_ISGID
+	}
+	return mode
+}
+
+func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return n.create(ctx, name, mode, func(sfd int, tmp string) error {
+		if err := unix.Mknodat(sfd, tmp, mode, int(dev)); err != nil {
+			return err
+		}
+		return unix.Fchmodat(sfd, tmp, mode&0o7777, 0)
+	}, out)
+}
+
+func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return n.create(ctx, name, unix.S_IFLNK, func(sfd int, tmp string) error {
+		return unix.Symlinkat(target, sfd, tmp)
+	}, out)
+}
+
+func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	fd := -1
+	in, errno := n.create(ctx, name, unix.S_IFREG|mode, func(sfd int, tmp string) error {
+		var err error
+		fl := int(flags) &^ (unix.O_TRUNC | unix.O_EXCL | unix.O_CREAT | unix.O_NOFOLLOW)
+		fd, err = unix.Openat(sfd, tmp, fl|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, mode&0o7777)
+		if err != nil {
+			return err
+		}
+		return unix.Fchmod(fd, mode&0o7777)
+	}, out)
+	if errno != 0 {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return nil, nil, 0, errno
+	}
+	c := in.Operations().(nodeOps).ovl()
+	return in, c.newHandle(fd, flags), 0, 0
+}
+
+func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	t := target.(nodeOps).ovl()
+	if errno := t.copyUp(false); errno != 0 {
+		return nil, errno
+	}
+	tp, errno := t.pathOf(layerEntry{layer: 0})
+	if errno != 0 {
+		return nil, errno
+	}
+	tdir, tname := splitPath(tp)
+	tfd, err := n.root.upper.openDir(tdir)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	defer unix.Close(tfd)
+	errno = n.place(ctx, name, 0, false, func(sfd int, tmp string) error {
+		return unix.Linkat(tfd, tname, sfd, tmp, 0)
+	})
+	if errno != 0 {
+		return nil, errno
+	}
+	// Both names are one inode: answer with the node the kernel already knows.
+	if errno := t.stat(&out.Attr); errno != 0 {
+		return nil, errno
+	}
+	return t.EmbeddedInode(), 0
+}
+
+// childForChange resolves name in n for a change (unlink, rmdir, rename): fresh
+// from the layers, not from the kernel's cache.
+func (n *node) childForChange(name string) (*found, syscall.Errno) {
+	if whiteout.IsMarkerName(name) {
+		return nil, syscall.ENOENT
+	}
+	return n.lookupName(name)
+}
+
+// remove deletes name (a resolved child res) from the merged view: the upper
+// entry goes, and a whiteout stays where a lower layer still provides the name.
+func (n *node) remove(name string, res *found) syscall.Errno {
+	dfd, errno := n.upperDir()
+	if errno != 0 {
+		return errno
+	}
+	defer unix.Close(dfd)
+	sc := n.root.scratch
+	needWh := n.lowerProvides(name)
+	inUpper := res.stack[0].layer == 0
+	var err error
+	switch {
+	case !inUpper:
+		err = sc.Whiteout(dfd, name)
+	case res.isDir && needWh:
+		err = sc.ReplaceDirWithWhiteout(dfd, name)
+	case res.isDir:
+		err = sc.RemoveDir(dfd, name)
+	case needWh:
+		err = sc.Whiteout(dfd, name)
+	default:
+		err = unix.Unlinkat(dfd, name, 0)
+	}
+	return toErrno(err)
+}
+
+func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	res, errno := n.childForChange(name)
+	if errno != 0 {
+		return errno
+	}
+	if res.isDir {
+		return syscall.EISDIR
+	}
+	return n.remove(name, res)
+}
+
+// detached makes a node for a resolved child that is not in the go-fuse tree:
+// every entry carries its explicit layer path.
+func (n *node) detached(name string, res *found) (*node, syscall.Errno) {
+	c := &node{root: n.root, isDir: res.isDir, metacopy: res.metacopy}
+	c.stack = make([]layerEntry, len(res.stack))
+	for i, e := range res.stack {
+		if e.path == "" {
+			pe, ok := n.entryIn(e.layer)
+			if !ok {
+				return nil, syscall.EIO
+			}
+			pp, errno := n.pathOf(pe)
+			if errno != 0 {
+				return nil, errno
+			}
+			e.path = joinPath(pp, name)
+		}
+		c.stack[i] = e
+	}
+	return c, 0
+}
+
+// isEmptyDir reports whether the merged directory res (name in n) shows nothing.
+func (n *node) isEmptyDir(name string, res *found) (bool, syscall.Errno) {
+	c, errno := n.detached(name, res)
+	if errno != 0 {
+		return false, errno
+	}
+	ents, errno := c.mergedEntries()
+	return len(ents) <= 2, errno
+}
+
+func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	res, errno := n.childForChange(name)
+	if errno != 0 {
+		return errno
+	}
+	if !res.isDir {
+		return syscall.ENOTDIR
+	}
+	if empty, errno := n.isEmptyDir(name, res); errno != 0 {
+		return errno
+	} else if !empty {
+		return syscall.ENOTEMPTY
+	}
+	return n.remove(name, res)
+}
+
+// maxRedirect is the longest redirect the kernel writes.
+const maxRedirect = 256
+
+func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	np := newParent.(nodeOps).ovl()
+	if flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0 {
+		return syscall.EINVAL
+	}
+	if whiteout.IsMarkerName(newName) {
+		return syscall.EINVAL
+	}
+	src, errno := n.childForChange(name)
+	if errno != 0 {
+		return errno
+	}
+	dst, derr := np.childForChange(newName)
+	if derr != 0 && derr != syscall.ENOENT {
+		return derr
+	}
+	if flags&unix.RENAME_NOREPLACE != 0 && dst != nil {
+		return syscall.EEXIST
+	}
+	srcNode, errno := n.childNode(ctx, name, src)
+	if errno != 0 {
+		return errno
+	}
+	if flags&unix.RENAME_EXCHANGE != 0 {
+		if dst == nil {
+			return syscall.ENOENT
+		}
+		return n.exchange(ctx, name, srcNode, np, newName, dst)
+	}
+	if dst != nil {
+		switch {
+		case src.isDir && !dst.isDir:
+			return syscall.ENOTDIR
+		case !src.isDir && dst.isDir:
+			return syscall.EISDIR
+		case dst.isDir:
+			if empty, errno := np.isEmptyDir(newName, dst); errno != 0 {
+				return errno
+			} else if !empty {
+				return syscall.ENOTEMPTY
+			}
+		}
+	}
+	srcLower := src.isDir && srcNode.hasLower()
+	if srcLower && n.root.ns != whiteout.Trusted {
+		return syscall.EXDEV // the kernel never follows redirects with userxattr: mv copies
+	}
+	// Where the moved directory merges lower layers, say where they are.
+	var redirectTo string
+	if srcLower {
+		lp, errno := srcNode.lowerPath()
+		if errno != 0 {
+			return errno
+		}
+		redirectTo = "/" + lp
+		if len(redirectTo) > maxRedirect {
+			return syscall.EXDEV
+		}
+	}
+	if errno := srcNode.copyUp(false); errno != 0 {
+		return errno
+	}
+	sfd, errno := n.upperDir()
+	if errno != 0 {
+		return errno
+	}
+	defer unix.Close(sfd)
+	dfd, errno := np.upperDir()
+	if errno != 0 {
+		return errno
+	}
+	defer unix.Close(dfd)
+	ns := n.root.ns
+	sp := procPath(sfd, name)
+	if srcLower {
+		if err := unix.Lsetxattr(sp, ns.Key(whiteout.Redirect), []byte(redirectTo), 0); err != nil {
+			return toErrno(err)
+		}
+		if err := srcNode.pinLowerPaths(); err != 0 {
+			return err
+		}
+	} else if src.isDir && (dst != nil || upperWhiteoutAt(dfd, newName)) && np.lowerProvides(newName) {
+		// An upper-only directory moved over a lower one must not merge it.
+		if err := unix.Lsetxattr(sp, ns.Key(whiteout.Opaque), []byte("y"), 0); err != nil {
+			return toErrno(err)
+		}
+	}
+	if dst != nil && dst.isDir && dst.stack[0].layer == 0 {
+		// The target shows nothing, but its upper dir may hold whiteouts.
+		if errno := clearUpperDir(dfd, newName); errno != 0 {
+			return errno
+		}
+	}
+	if src.isDir && upperWhiteoutAt(dfd, newName) {
+		// rename(2) cannot put a directory over a device.
+		if err := unix.Unlinkat(dfd, newName, 0); err != nil {
+			return toErrno(err)
+		}
+	}
+	needWh := n.lowerProvides(name)
+	if needWh {
+		err := unix.Renameat2(sfd, name, dfd, newName, unix.RENAME_WHITEOUT)
+		if err == nil {
+			return 0
+		}
+		if err != unix.EINVAL && err != unix.EPERM {
+			return toErrno(err)
+		}
+	}
+	if err := unix.Renameat(sfd, name, dfd, newName); err != nil {
+		return toErrno(err)
+	}
+	if needWh {
+		return toErrno(n.root.scratch.Whiteout(sfd, name))
+	}
+	return 0
+}
+
+// exchange swaps two names (RENAME_EXCHANGE). Both stay visible, so no whiteouts
+// are needed; directories that merge lower layers would need redirects on both
+// sides, which the kernel refuses too.
+func (n *node) exchange(ctx context.Context, name string, srcNode *node, np *node, newName string, dst *found) syscall.Errno {
+	dstNode, errno := np.childNode(ctx, newName, dst)
+	if errno != 0 {
+		return errno
+	}
+	if (srcNode.isDir && srcNode.hasLower()) || (dstNode.isDir && dstNode.hasLower()) {
+		return syscall.EXDEV
+	}
+	if errno := srcNode.copyUp(false); errno != 0 {
+		return errno
+	}
+	if errno := dstNode.copyUp(false); errno != 0 {
+		return errno
+	}
+	sfd, errno := n.upperDir()
+	if errno != 0 {
+		return errno
+	}
+	defer unix.Close(sfd)
+	dfd, errno := np.upperDir()
+	if errno != 0 {
+		return errno
+	}
+	defer unix.Close(dfd)
+	return toErrno(unix.Renameat2(sfd, name, dfd, newName, unix.RENAME_EXCHANGE))
+}
+
+// childNode returns the node of child name (resolved as res), from the go-fuse
+// tree when the kernel knows it, so that copy-up updates the node it uses.
+func (n *node) childNode(ctx context.Context, name string, res *found) (*node, syscall.Errno) {
+	if c := n.GetChild(name); c != nil {
+		return c.Operations().(nodeOps).ovl(), 0
+	}
+	var out fuse.EntryOut
+	in := n.newChild(ctx, res, &out)
+	n.AddChild(name, in, true)
+	return in.Operations().(nodeOps).ovl(), 0
+}
+
+// lowerPath is the path of n's topmost lower entry, for a redirect.
+func (n *node) lowerPath() (string, syscall.Errno) {
+	for _, e := range n.entries() {
+		if e.layer != 0 {
+			return n.pathOf(e)
+		}
+	}
+	return "", syscall.EIO
+}
+
+// pinLowerPaths gives every lower entry of n its explicit path, before n moves
+// in the tree: the lower layers still hold it under its old path.
+func (n *node) pinLowerPaths() syscall.Errno {
+	old := n.entries()
+	pinned := make([]layerEntry, len(old))
+	for i, e := range old {
+		if e.layer != 0 && e.path == "" {
+			p, errno := n.pathOf(e)
+			if errno != 0 {
+				return errno
+			}
+			e.path = p
+		}
+		pinned[i] = e
+	}
+	n.mu.Lock()
+	n.stack = pinned
+	n.mu.Unlock()
+	return 0
+}
+
+// clearUpperDir empties the upper directory name of dfd (it holds only
+// whiteouts when the merged directory is empty).
+func clearUpperDir(dfd int, name string) syscall.Errno {
+	cfd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return toErrno(err)
+	}
+	defer unix.Close(cfd)
+	return toErrno(cow.RemoveAllIn(cfd))
+}
+
+// upperEntry opens n's directory in the upper layer after copying n up, and
+// returns it with n's name there.
+func (n *node) upperEntry(noData bool) (int, string, syscall.Errno) {
+	if errno := n.copyUp(noData); errno != 0 {
+		return -1, "", errno
+	}
+	p, errno := n.pathOf(layerEntry{layer: 0})
+	if errno != 0 {
+		return -1, "", errno
+	}
+	if p == "" {
+		fd, err := unix.Dup(n.root.upper.fd)
+		return fd, "", toErrno(err)
+	}
+	dir, name := splitPath(p)
+	fd, err := n.root.upper.openDir(dir)
+	return fd, name, toErrno(err)
+}
+
+func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	size, hasSize := in.GetSize()
+	// Truncating a lower file to 0 needs none of its data.
+	dfd, name, errno := n.upperEntry(hasSize && size == 0)
+	if errno != 0 {
+		return errno
+	}
+	defer unix.Close(dfd)
+	target := name
+	atFlags := unix.AT_SYMLINK_NOFOLLOW
+	if name == "" {
+		target, atFlags = ".", 0
+	}
+	if uid, ok := in.GetUID(); ok {
+		gid := -1
+		if g, ok := in.GetGID(); ok {
+			gid = int(g)
+		}
+		if err := unix.Fchownat(dfd, target, int(uid), gid, atFlags); err != nil {
+			return toErrno(err)
+		}
+	} else if gid, ok := in.GetGID(); ok {
+		if err := unix.Fchownat(dfd, target, -1, int(gid), atFlags); err != nil {
+			return toErrno(err)
+		}
+	}
+	if mode, ok := in.GetMode(); ok {
+		if err := unix.Fchmodat(dfd, target, mode&0o7777, 0); err != nil {
+			return toErrno(err)
+		}
+	}
+	if hasSize {
+		if fh, ok := f.(*fileHandle); ok && fh.writable {
+			if err := unix.Ftruncate(fh.fd, int64(size)); err != nil {
+				return toErrno(err)
+			}
+		} else {
+			fd, err := unix.Openat(dfd, target, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return toErrno(err)
+			}
+			err = unix.Ftruncate(fd, int64(size))
+			unix.Close(fd)
+			if err != nil {
+				return toErrno(err)
+			}
+		}
+	}
+	atime, aok := in.GetATime()
+	mtime, mok := in.GetMTime()
+	if aok || mok || in.Valid&(fuse.FATTR_ATIME_NOW|fuse.FATTR_MTIME_NOW) != 0 {
+		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+		if in.Valid&fuse.FATTR_ATIME_NOW != 0 {
+			ts[0] = unix.Timespec{Nsec: unix.UTIME_NOW}
+		} else if aok {
+			ts[0] = unix.NsecToTimespec(atime.UnixNano())
+		}
+		if in.Valid&fuse.FATTR_MTIME_NOW != 0 {
+			ts[1] = unix.Timespec{Nsec: unix.UTIME_NOW}
+		} else if mok {
+			ts[1] = unix.NsecToTimespec(mtime.UnixNano())
+		}
+		if err := unix.UtimesNanoAt(dfd, target, ts, atFlags); err != nil {
+			return toErrno(err)
+		}
+	}
+	return n.stat(&out.Attr)
+}
+
+func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	key, ok := whiteout.Escape(attr, n.root.ns)
+	if !ok {
+		return syscall.EPERM // overlay metadata is not the client's to write
+	}
+	dfd, name, errno := n.upperEntry(false)
+	if errno != 0 {
+		return errno
+	}
+	defer unix.Close(dfd)
+	if name == "" {
+		return toErrno(unix.Fsetxattr(dfd, key, data, int(flags)))
+	}
+	return toErrno(unix.Lsetxattr(procPath(dfd, name), key, data, int(flags)))
+}
+
+func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	key, ok := whiteout.Escape(attr, n.root.ns)
+	if !ok {
+		return syscall.ENODATA
+	}
+	// Nothing to copy up for an xattr that is not there.
+	if _, errno := n.Getxattr(ctx, attr, nil); errno == syscall.ENODATA {
+		return errno
+	}
+	dfd, name, errno := n.upperEntry(false)
+	if errno != 0 {
+		return errno
+	}
+	defer unix.Close(dfd)
+	if name == "" {
+		return toErrno(unix.Fremovexattr(dfd, key))
+	}
+	return toErrno(unix.Lremovexattr(procPath(dfd, name), key))
+}

@@ -113,13 +113,3 @@ func readNames(dfd int) ([]string, error) {
 	defer f.Close()
 	return f.Readdirnames(-1)
 }
-
-// ProcPath names entry name of the open directory dfd for the path-based l*xattr
-// calls: the magic link resolves to dfd, and the last component is never followed.
-func ProcPath(dfd int, name string) string {
-	p := "/proc/self/fd/" + strconv.Itoa(dfd)
-	if name != "" {
-		p += "/" + name
-	}
-	return p
-}

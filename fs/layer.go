@@ -2,10 +2,11 @@ package fs
 
 import (
 	"errors"
-	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ovlfs/ovlfs/cow"
 )
 
 // layer is one directory of the stack: the upper (index 0 when there is one) or a
@@ -85,17 +86,6 @@ func (l *layer) lstat(rel string, st *unix.Stat_t) error {
 	return unix.Fstatat(dfd, name, st, unix.AT_SYMLINK_NOFOLLOW)
 }
 
-// procPath names the entry name of the open directory dfd for the path-based
-// xattr calls: the magic link resolves to dfd itself and the last component is
-// never followed by the l*xattr calls.
-func procPath(dfd int, name string) string {
-	p := "/proc/self/fd/" + strconv.Itoa(dfd)
-	if name != "" {
-		p += "/" + name
-	}
-	return p
-}
-
 // getxattrAt reads xattr key of entry name of directory dfd ("" for dfd itself).
 // It returns nil and no error when the entry has no such xattr.
 func getxattrAt(dfd int, name, key string) ([]byte, error) {
@@ -106,7 +96,7 @@ func getxattrAt(dfd int, name, key string) ([]byte, error) {
 		if name == "" {
 			n, err = unix.Fgetxattr(dfd, key, buf)
 		} else {
-			n, err = unix.Lgetxattr(procPath(dfd, name), key, buf)
+			n, err = unix.Lgetxattr(cow.ProcPath(dfd, name), key, buf)
 		}
 		switch {
 		case err == nil:

@@ -8,6 +8,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/ovlfs/ovlfs/cow"
 	"github.com/ovlfs/ovlfs/whiteout"
 )
 
@@ -217,7 +218,7 @@ type dirMeta struct {
 // directory without xattrs.
 func readDirMeta(fd int, ns whiteout.NS) (dirMeta, error) {
 	var m dirMeta
-	names, err := flistxattr(fd)
+	names, err := cow.Flistxattr(fd)
 	if err != nil {
 		return m, err
 	}
@@ -268,38 +269,6 @@ func isXattrWhiteout(dfd int, lname string, ns whiteout.NS) bool {
 		return false
 	}
 	return hasXattrAt(dfd, lname, ns.Key(whiteout.Whiteout))
-}
-
-func flistxattr(fd int) ([]string, error) {
-	buf := make([]byte, 1024)
-	for {
-		sz, err := unix.Flistxattr(fd, buf)
-		if err == unix.ERANGE && len(buf) < 1<<20 {
-			buf = make([]byte, 4*len(buf))
-			continue
-		}
-		if err == unix.ENOTSUP {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		return splitXattrNames(buf[:sz]), nil
-	}
-}
-
-func splitXattrNames(b []byte) []string {
-	var out []string
-	start := 0
-	for i, c := range b {
-		if c == 0 {
-			if i > start {
-				out = append(out, string(b[start:i]))
-			}
-			start = i + 1
-		}
-	}
-	return out
 }
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {

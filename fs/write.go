@@ -103,7 +103,7 @@ func (n *node) place(ctx context.Context, name string, mode uint32, own bool, bu
 	overWh := upperWhiteoutAt(dfd, name)
 	if isDir && (overWh || n.hasLower()) {
 		// A directory made where a lower one may be hidden must not merge it.
-		if err := unix.Lsetxattr(procPath(sc.Fd(), tmp), r.ns.Key(whiteout.Opaque), []byte("y"), 0); err != nil {
+		if err := unix.Lsetxattr(cow.ProcPath(sc.Fd(), tmp), r.ns.Key(whiteout.Opaque), []byte("y"), 0); err != nil {
 			sc.Discard(tmp)
 			return toErrno(err)
 		}
@@ -402,7 +402,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	}
 	defer unix.Close(dfd)
 	ns := n.root.ns
-	sp := procPath(sfd, name)
+	sp := cow.ProcPath(sfd, name)
 	if srcLower {
 		if err := unix.Lsetxattr(sp, ns.Key(whiteout.Redirect), []byte(redirectTo), 0); err != nil {
 			return toErrno(err)
@@ -632,7 +632,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if name == "" {
 		return toErrno(unix.Fsetxattr(dfd, key, data, int(flags)))
 	}
-	return toErrno(unix.Lsetxattr(procPath(dfd, name), key, data, int(flags)))
+	return toErrno(unix.Lsetxattr(cow.ProcPath(dfd, name), key, data, int(flags)))
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
@@ -652,5 +652,5 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if name == "" {
 		return toErrno(unix.Fremovexattr(dfd, key))
 	}
-	return toErrno(unix.Lremovexattr(procPath(dfd, name), key))
+	return toErrno(unix.Lremovexattr(cow.ProcPath(dfd, name), key))
 }

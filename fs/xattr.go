@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ovlfs/ovlfs/cow"
 	"github.com/ovlfs/ovlfs/whiteout"
 )
 
@@ -55,9 +56,9 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 	errno := n.withEntry(func(dfd int, name string) syscall.Errno {
 		var err error
 		if name == "" {
-			names, err = flistxattr(dfd)
+			names, err = cow.Flistxattr(dfd)
 		} else {
-			names, err = llistxattr(procPath(dfd, name))
+			names, err = cow.Llistxattr(cow.ProcPath(dfd, name))
 		}
 		return toErrno(err)
 	})
@@ -74,22 +75,4 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 		return uint32(len(out)), syscall.ERANGE
 	}
 	return uint32(copy(dest, out)), 0
-}
-
-func llistxattr(path string) ([]string, error) {
-	buf := make([]byte, 1024)
-	for {
-		sz, err := unix.Llistxattr(path, buf)
-		if err == unix.ERANGE && len(buf) < 1<<20 {
-			buf = make([]byte, 4*len(buf))
-			continue
-		}
-		if err == unix.ENOTSUP {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		return splitXattrNames(buf[:sz]), nil
-	}
 }

@@ -139,8 +139,11 @@ func (r *Root) options(mo MountOptions) *gofs.Options {
 			DisableXAttrs: r.cfg.NoXattrs,
 			MaxWrite:      1 << 20,
 			// The kernel checks permissions from the modes we report, as it
-			// does for the kernel overlay.
-			Options: append([]string{"default_permissions"}, mo.Options...),
+			// does for the kernel overlay. Like the kernel overlay (and unlike
+			// go-fuse's default), a mount by root honours setuid bits and
+			// devices unless told nosuid/nodev; fusermount3 forces both for
+			// everybody else.
+			Options: append(rootDefaults(), mo.Options...),
 		},
 	}
 	if r.upper == nil {
@@ -151,4 +154,11 @@ func (r *Root) options(mo MountOptions) *gofs.Options {
 		opts.RootStableAttr = &gofs.StableAttr{Ino: r.layers[0].inoBits | st.Ino}
 	}
 	return opts
+}
+
+func rootDefaults() []string {
+	if os.Geteuid() == 0 {
+		return []string{"default_permissions", "suid", "dev"}
+	}
+	return []string{"default_permissions"}
 }

@@ -1,0 +1,47 @@
+# ovlfs: build, test and demo. `make test` and `make demo` mount for real and
+# want root (the mount tests skip with a message otherwise).
+
+export PATH := /usr/local/go/bin:$(PATH)
+
+GO      ?= go
+PREFIX  ?= /usr/local
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+# cmd/ovlctl is built once it has a main package.
+BINS := bin/ovlfs $(if $(wildcard cmd/ovlctl/*.go),bin/ovlctl)
+# Unit-tested packages that exist (empty directories are not in git).
+UNIT := $(foreach d,cmd fs whiteout cow layout,$(if $(wildcard $(d)),./$(d)/...))
+
+.PHONY: all build deps test unit mounttest demo install clean
+
+all: build
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ovlfs ./cmd/ovlfs
+	$(if $(filter bin/ovlctl,$(BINS)),$(GO) build -ldflags '$(LDFLAGS)' -o bin/ovlctl ./cmd/ovlctl)
+
+deps:
+	@missing=""; \
+	command -v fusermount3 >/dev/null 2>&1 || missing="$$missing fuse3"; \
+	command -v getfattr >/dev/null 2>&1 || missing="$$missing attr"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" -ne 0 ]; then \
+		echo "missing packages:$$missing (run: sudo apt-get install -y$$missing)" >&2; exit 1; \
+	fi; \
+	apt-get install -y $$missing || { apt-get update && apt-get install -y $$missing; }
+
+test: deps build
+	$(GO) vet ./...
+	$(GO) test $(UNIT)
+	unshare -m --propagation private $(GO) test -count=1 -v ./tests/...
+
+demo: deps build
+	bash tests/demo.sh
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BINS) $(DESTDIR)$(PREFIX)/bin/
+
+clean:
+	rm -rf bin

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/ovlfs/ovlfs/fs"
+)
+
+// daemonEnv marks the re-executed background process; its value is the fd of
+// the pipe on which the daemon reports "ok" or the mount error to its parent.
+const daemonEnv = "OVLFS_DAEMON_FD"
+
+// daemonFD returns the report fd when this process is the background daemon.
+func daemonFD() (int, bool) {
+	v, ok := os.LookupEnv(daemonEnv)
+	if !ok {
+		return 0, false
+	}
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		return 0, false
+	}
+	return fd, true
+}
+
+// spawnDaemon re-executes this program in the background (Go cannot fork) and
+// returns once the child reports that the mount is live, or why it is not. The
+// child gets /dev/null as stdio: it must not hold the caller's stderr open.
+func spawnDaemon(o *options) error {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	cmd := exec.Command("/proc/self/exe", os.Args[1:]...)
+	cmd.Args[0] = os.Args[0]
+	cmd.Env = append(os.Environ(), daemonEnv+"=3")
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// Descriptors inherited from our caller (a dup of its stderr pipe, say)
+	// must not live on in the daemon. The parent exits soon; ExtraFiles are
+	// dup'ed for the child regardless.
+	unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC)
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		return fmt.Errorf("start daemon: %w", err)
+	}
+	msg, _ := io.ReadAll(r)
+	line := strings.TrimSpace(string(msg))
+	switch {
+	case line == "ok":
+		// The daemon serves on; nobody waits for it (it is reparented).
+		cmd.Process.Release()
+		return nil
+	case line != "":
+		cmd.Wait()
+		return fmt.Errorf("mount %s: %s", o.Mountpoint, line)
+	}
+	werr := cmd.Wait()
+	if werr == nil {
+		werr = errors.New("exit status 0")
+	}
+	return fmt.Errorf("mount %s: the daemon died before the mount was live (%v)", o.Mountpoint, werr)
+}
+
+// serve mounts o and serves until the file system is unmounted, by a signal
+// (SIGTERM, SIGINT) or by someone else. report, when not nil, gets the outcome
+// of the mount (nil: live) and must release the parent.
+func serve(o *options, report func(error)) error {
+	// Paths are absolute by now; do not keep the caller's cwd busy.
+	if err := os.Chdir("/"); err != nil {
+		return err
+	}
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	signal.Ignore(syscall.SIGHUP)
+
+	cfg, mo := o.fsConfig()
+	srv, err := fs.Mount(o.Mountpoint, cfg, mo)
+	if report != nil {
+		report(err)
+	}
+	if err != nil {
+		return fmt.Errorf("mount %s: %v", o.Mountpoint, err)
+	}
+	go func() {
+		<-sig
+		unmount(srv, o.Mountpoint)
+		// A second signal ends the wait for busy files after a lazy detach.
+		<-sig
+		os.Exit(0)
+	}()
+	srv.Wait()
+	return nil
+}
+
+// unmount unmounts srv, falling back to a lazy detach while the mount is busy:
+// the kernel then ends the connection, and srv.Wait returns, once the last
+// open file is closed.
+func unmount(srv *fuse.Server, mnt string) {
+	if err := srv.Unmount(); err == nil {
+		return
+	}
+	unix.Unmount(mnt, unix.MNT_DETACH)
+}
+
+// fsConfig maps the parsed options to the fs package's settings.
+func (o *options) fsConfig() (fs.Config, fs.MountOptions) {
+	cfg := fs.Config{
+		Lowers:      o.Lowers,
+		Upper:       o.Upper,
+		Work:        o.Work,
+		StaticNlink: o.StaticNlink,
+		NoXattrs:    o.NoXattrs,
+		NoFsync:     o.NoFsync,
+	}
+	if o.TimeoutSet {
+		cfg.Timeout = o.Timeout
+	}
+	mo := fs.MountOptions{
+		FsName:             o.Source,
+		AllowOther:         o.AllowOther,
+		DefaultPermissions: o.DefaultPermissions,
+		Debug:              o.Debug,
+		Options:            o.Kernel,
+	}
+	if mo.FsName == "" {
+		mo.FsName = "ovlfs"
+	}
+	return cfg, mo
+}

@@ -1,0 +1,100 @@
+// Command ovlfs mounts an overlay file system in user space. Its command line
+// is the one of fuse-overlayfs, so that Podman, Buildah, CRI-O and mount.fuse3
+// can run it unchanged; see ../../shared/CLI.md.
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime/debug"
+	"syscall"
+)
+
+// version is set by the Makefile (-ldflags "-X main.version=...").
+var version = ""
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	o, err := parseArgs(os.Args[1:])
+	if err != nil {
+		return fail(err)
+	}
+	if o.Help {
+		fmt.Print(usage)
+		return 0
+	}
+	if o.Version {
+		printVersion()
+		return 0
+	}
+	for _, u := range o.Unknown {
+		fmt.Fprintf(os.Stderr, "ovlfs: unknown option ignored: %s\n", u)
+	}
+	if err := o.resolve(); err != nil {
+		return fail(err)
+	}
+
+	if fd, ok := daemonFD(); ok {
+		os.Unsetenv(daemonEnv)
+		return runDaemon(o, fd)
+	}
+	if !o.Foreground {
+		if err := spawnDaemon(o); err != nil {
+			return fail(err)
+		}
+		return 0
+	}
+	if err := serve(o, nil); err != nil {
+		return fail(err)
+	}
+	return 0
+}
+
+// runDaemon is the background process: it reports the mount's outcome on fd
+// and serves.
+func runDaemon(o *options, fd int) int {
+	// Helpers (fusermount3) must not hold the parent's pipe open.
+	syscall.CloseOnExec(fd)
+	pipe := os.NewFile(uintptr(fd), "report")
+	report := func(err error) {
+		msg := "ok\n"
+		if err != nil {
+			msg = err.Error() + "\n"
+		}
+		pipe.WriteString(msg)
+		pipe.Close()
+	}
+	if err := serve(o, report); err != nil {
+		return 1
+	}
+	return 0
+}
+
+func fail(err error) int {
+	fmt.Fprintf(os.Stderr, "ovlfs: %v\n", err)
+	return 1
+}
+
+func printVersion() {
+	v, fuseV := version, "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if v == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			v = bi.Main.Version
+		}
+		for _, d := range bi.Deps {
+			if d.Path == "github.com/hanwen/go-fuse/v2" {
+				fuseV = d.Version
+				if d.Replace != nil {
+					fuseV = d.Replace.Version
+				}
+			}
+		}
+	}
+	if v == "" {
+		v = "dev"
+	}
+	fmt.Printf("ovlfs version %s\ngo-fuse version %s\n", v, fuseV)
+}

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseArgs(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want func(o *options) // fills the expected fields on a fresh options
+		err  string           // substring of the expected error
+	}{
+		{
+			name: "podman",
+			args: []string{"-o", "lowerdir=/l/A:/l/B,upperdir=/s/diff,workdir=/s/work", "/s/merged"},
+			want: func(o *options) {
+				o.Lowers = []string{"/l/A", "/l/B"}
+				o.Upper, o.UpperSet, o.Work, o.WorkSet = "/s/diff", true, "/s/work", true
+				o.Mountpoint = "/s/merged"
+			},
+		},
+		{
+			name: "podman volatile fsync and leading-colon mapping fails later",
+			args: []string{"-o", "lowerdir=a,upperdir=u,workdir=w,volatile,fsync=0,uidmapping=:0:1000:1:1:100000:65536", "m"},
+			want: func(o *options) {
+				o.Lowers, o.Upper, o.UpperSet, o.Work, o.WorkSet, o.Mountpoint = []string{"a"}, "u", true, "w", true, "m"
+				o.NoFsync = true
+				o.UIDMap = []idMap{{0, 1000, 1}, {1, 100000, 65536}}
+				o.Unsupported = []string{"uidmapping"}
+			},
+		},
+		{
+			name: "mount.fuse3 form, options after positionals, several -o",
+			args: []string{"src", "/mnt", "-o", "rw,lowerdir=/a", "-o", ",,nodev,nosuid,,", "-o", "allow_other"},
+			want: func(o *options) {
+				o.Source, o.Mountpoint, o.Lowers = "src", "/mnt", []string{"/a"}
+				o.Kernel = []string{"nodev", "nosuid"}
+				o.AllowOther = true
+			},
+		},
+		{
+			name: "escaped colon comma and backslash",
+			args: []string{`-olowerdir=/x\:y:/p\,q:/b\\s`, "m"},
+			want: func(o *options) {
+				o.Lowers, o.Mountpoint = []string{"/x:y", "/p,q", `/b\s`}, "m"
+			},
+		},
+		{
+			name: "foreground debug timeout",
+			args: []string{"-f", "-o", "lowerdir=/a,timeout=1.5,debug,static_nlink,noxattrs=1", "m"},
+			want: func(o *options) {
+				o.Lowers, o.Mountpoint = []string{"/a"}, "m"
+				o.Foreground, o.Debug = true, true
+				o.Timeout, o.TimeoutSet = 1500*time.Millisecond, true
+				o.StaticNlink, o.NoXattrs = true, true
+			},
+		},
+		{
+			name: "-d means foreground",
+			args: []string{"-d", "-o", "lowerdir=/a", "m"},
+			want: func(o *options) {
+				o.Lowers, o.Mountpoint, o.Foreground, o.Debug = []string{"/a"}, "m", true, true
+			},
+		},
+		{
+			name: "kernel options last wins, context quoted with commas",
+			args: []string{"-o", `lowerdir=/a,ro,noexec,exec,context="system_u:object_r:container_file_t:s0:c1,c2",rw,noatime`, "m"},
+			want: func(o *options) {
+				o.Lowers, o.Mountpoint = []string{"/a"}, "m"
+				o.Kernel = []string{`context="system_u:object_r:container_file_t:s0:c1,c2"`, "noatime"}
+			},
+		},
+		{
+			name: "compat accepted silently, unknown warned",
+			args: []string{"-o", "lowerdir=/a,threaded=1,writeback=0,fast_ino=1,noacl,redirect_dir=off,xino=auto,user,nofail,_netdev,auto,noauto,fsync=1,xattr_permissions=0,bogus,foo=bar", "m"},
+			want: func(o *options) {
+				o.Lowers, o.Mountpoint = []string{"/a"}, "m"
+				o.Threaded, o.FastIno, o.NoACL = true, true, true
+				o.RedirectDir, o.Xino = "off", "auto"
+				o.Unknown = []string{"bogus", "foo=bar"}
+			},
+		},
+		{
+			name: "unsupported view options are recorded",
+			args: []string{"-o", "lowerdir=/a,squash_to_root,squash_to_uid=5,squash_to_gid=6,xattr_permissions=2,gidmapping=0:0:10", "m"},
+			want: func(o *options) {
+				o.Lowers, o.Mountpoint = []string{"/a"}, "m"
+				o.SquashToRoot, o.SquashUID, o.SquashGID, o.XattrPermissions = true, 5, 6, 2
+				o.GIDMap = []idMap{{0, 0, 10}}
+				o.Unsupported = []string{"squash_to_root", "squash_to_uid", "squash_to_gid", "xattr_permissions=2", "gidmapping"}
+			},
+		},
+		{name: "version", args: []string{"--version"}, want: func(o *options) { o.Version = true }},
+		{name: "V", args: []string{"-V"}, want: func(o *options) { o.Version = true }},
+		{name: "help", args: []string{"-h"}, want: func(o *options) { o.Help = true }},
+		{name: "no mount point", args: []string{"-o", "lowerdir=/a"}, err: "no mount point"},
+		{name: "three positionals", args: []string{"a", "b", "c"}, err: "too many"},
+		{name: "unknown flag", args: []string{"--bogus", "m"}, err: "unknown flag"},
+		{name: "empty lowerdir", args: []string{"-o", "lowerdir=", "m"}, err: "lowerdir"},
+		{name: "empty lower in list", args: []string{"-o", "lowerdir=/a::/b", "m"}, err: "empty directory"},
+		{name: "bad mapping", args: []string{"-o", "lowerdir=/a,uidmapping=0:1", "m"}, err: "uidmapping"},
+		{name: "zero-size mapping", args: []string{"-o", "lowerdir=/a,uidmapping=0:1:0", "m"}, err: "uidmapping"},
+		{name: "bad squash", args: []string{"-o", "lowerdir=/a,squash_to_uid=x", "m"}, err: "squash_to_uid"},
+		{name: "bad bit", args: []string{"-o", "lowerdir=/a,threaded=2", "m"}, err: "threaded"},
+		{name: "bad timeout", args: []string{"-o", "lowerdir=/a,timeout=-1", "m"}, err: "timeout"},
+		{name: "bad xattr_permissions", args: []string{"-o", "lowerdir=/a,xattr_permissions=3", "m"}, err: "xattr_permissions"},
+		{name: "bad xino", args: []string{"-o", "lowerdir=/a,xino=maybe", "m"}, err: "xino"},
+		{name: "value on flag option", args: []string{"-o", "lowerdir=/a,static_nlink=1", "m"}, err: "static_nlink"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseArgs(tc.args)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("parseArgs(%q) error = %v, want one containing %q", tc.args, err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("parseArgs(%q): %v", tc.args, err)
+			}
+			want := &options{}
+			if !got.Version && !got.Help {
+				want.SquashUID, want.SquashGID = -1, -1
+			}
+			tc.want(want)
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("parseArgs(%q)\n got %+v\nwant %+v", tc.args, got, want)
+			}
+		})
+	}
+}
+
+func TestSplitOpts(t *testing.T) {
+	for in, want := range map[string][]string{
+		"":              {""},
+		"a,b":           {"a", "b"},
+		`a\,b,c`:        {"a,b", "c"},
+		`a\\,b`:         {`a\\`, "b"},
+		`x="p,q",y`:     {`x="p,q"`, "y"},
+		`lowerdir=a\:b`: {`lowerdir=a\:b`},
+		`trailing\`:     {`trailing\`},
+	} {
+		if got := splitOpts(in); !reflect.DeepEqual(got, want) {
+			t.Errorf("splitOpts(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func FuzzParseOptions(f *testing.F) {
+	for _, s := range []string{
+		"lowerdir=/a:/b,upperdir=/u,workdir=/w",
+		`lowerdir=/x\:y:/z\\,uidmapping=:0:1000:1:1:100000:65536`,
+		`context="a:b:c,d",ro,nodev`,
+		"timeout=1e3,threaded=1,xattr_permissions=2,squash_to_uid=4294967295",
+		`\`, `"`, ",,,", "=", "lowerdir=::",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		o, err := parseArgs([]string{"-o", s, "src", "/mnt"})
+		if err != nil {
+			return
+		}
+		for _, l := range o.Lowers {
+			if l == "" {
+				t.Errorf("empty lower from %q", s)
+			}
+		}
+		o.fsConfig()
+	})
+}

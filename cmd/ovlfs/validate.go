@@ -1,0 +1,147 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// resolve makes every path of o absolute and free of symlinks (relative paths
+// are taken from the current directory, as containers/storage expects), and
+// checks that the layers and the mount point make a sane overlay. It runs
+// before anything is mounted or forked.
+func (o *options) resolve() error {
+	if len(o.Unsupported) > 0 {
+		return fmt.Errorf("option %s is not supported yet", o.Unsupported[0])
+	}
+	if len(o.Lowers) == 0 {
+		return errors.New("no lowerdir given (want -o lowerdir=DIR[:DIR...])")
+	}
+	if o.UpperSet && !o.WorkSet {
+		return errors.New("upperdir given without workdir")
+	}
+	if o.WorkSet && !o.UpperSet {
+		return errors.New("workdir given without upperdir")
+	}
+
+	// The mount point first: a dead daemon's mount point makes every later
+	// stat below it fail with a confusing message.
+	if err := checkConnected(o.Mountpoint); err != nil {
+		return err
+	}
+	mnt, err := resolveDir("mount point", o.Mountpoint)
+	if err != nil {
+		return err
+	}
+	o.Mountpoint = mnt
+
+	for i, l := range o.Lowers {
+		if o.Lowers[i], err = resolveDir("lowerdir", l); err != nil {
+			return err
+		}
+	}
+	var upperSt, workSt unix.Stat_t
+	if o.UpperSet {
+		if o.Upper, err = resolveDir("upperdir", o.Upper); err != nil {
+			return err
+		}
+		if o.Work, err = resolveDir("workdir", o.Work); err != nil {
+			return err
+		}
+		for _, l := range o.Lowers {
+			if within(o.Upper, l) {
+				return fmt.Errorf("upperdir %s is inside lowerdir %s", o.Upper, l)
+			}
+			if within(l, o.Upper) {
+				return fmt.Errorf("lowerdir %s is inside upperdir %s", l, o.Upper)
+			}
+		}
+		if within(o.Work, o.Upper) {
+			return fmt.Errorf("workdir %s is inside upperdir %s", o.Work, o.Upper)
+		}
+		if within(o.Upper, o.Work) {
+			return fmt.Errorf("upperdir %s is inside workdir %s", o.Upper, o.Work)
+		}
+		if err := unix.Stat(o.Upper, &upperSt); err != nil {
+			return &os.PathError{Op: "stat", Path: o.Upper, Err: err}
+		}
+		if err := unix.Stat(o.Work, &workSt); err != nil {
+			return &os.PathError{Op: "stat", Path: o.Work, Err: err}
+		}
+		if upperSt.Dev != workSt.Dev {
+			return fmt.Errorf("workdir %s and upperdir %s are on different filesystems", o.Work, o.Upper)
+		}
+	}
+
+	layers := append([]string(nil), o.Lowers...)
+	if o.UpperSet {
+		layers = append(layers, o.Upper, o.Work)
+	}
+	for _, l := range layers {
+		if within(mnt, l) {
+			return fmt.Errorf("mount point %s is inside layer %s", mnt, l)
+		}
+	}
+	return nil
+}
+
+// checkConnected fails when the mount point p belongs to a FUSE daemon that
+// died. stat alone may still answer from the kernel's attribute cache for a
+// while; opening the directory always asks the daemon. ECONNABORTED is seen
+// while the kernel is still tearing the dead connection down.
+func checkConnected(p string) error {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.ECONNABORTED) {
+			return deadMount(p)
+		}
+		return nil // resolveDir says what else is wrong
+	}
+	unix.Close(fd)
+	return nil
+}
+
+func deadMount(p string) error {
+	return fmt.Errorf("%s: transport endpoint is not connected (a dead ovlfs daemon?): run 'fusermount3 -u %s' or 'umount -l %s'", p, p, p)
+}
+
+// resolveDir returns the absolute, symlink-free form of the directory p.
+func resolveDir(what, p string) (string, error) {
+	if p == "" {
+		return "", fmt.Errorf("%s: empty path", what)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil {
+		if errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.ECONNABORTED) {
+			return "", deadMount(p)
+		}
+		if errors.Is(err, unix.ENOENT) {
+			return "", fmt.Errorf("%s %s does not exist", what, p)
+		}
+		return "", fmt.Errorf("%s %s: %v", what, p, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return "", fmt.Errorf("%s %s is not a directory", what, p)
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", fmt.Errorf("%s %s: %v", what, p, err)
+	}
+	r, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return "", fmt.Errorf("%s %s: %v", what, p, err)
+	}
+	return r, nil
+}
+
+// within reports whether the clean absolute path p is dir or below it.
+func within(p, dir string) bool {
+	if p == dir || dir == "/" {
+		return true
+	}
+	return strings.HasPrefix(p, dir+"/")
+}

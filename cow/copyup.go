@@ -81,7 +81,9 @@ func (s *Scratch) finish(srcDir int, srcName, tmp string, uid, gid, perm, typ ui
 	if err := CopyXattrs(ProcPath(srcDir, srcName), ProcPath(s.fd, tmp), s.ns); err != nil {
 		return err
 	}
-	if err := unix.Fchownat(s.fd, tmp, int(uid), int(gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := unix.Fchownat(s.fd, tmp, int(uid), int(gid), unix.AT_SYMLINK_NOFOLLOW); err != nil && err != unix.EPERM && err != unix.EINVAL {
+		// EPERM/EINVAL: an unprivileged daemon (rootless, or an ID unmapped in
+		// its user namespace) keeps the copy as its own, as fuse-overlayfs does.
 		return err
 	}
 	if typ != unix.S_IFLNK {

@@ -25,6 +25,10 @@ deps:
 	@missing=""; \
 	command -v fusermount3 >/dev/null 2>&1 || missing="$$missing fuse3"; \
 	command -v getfattr >/dev/null 2>&1 || missing="$$missing attr"; \
+	if [ "$$(id -u)" -eq 0 ] && [ -c /dev/fuse ] && [ "$$(stat -c %a /dev/fuse)" != 666 ]; then \
+		echo "deps: chmod 0666 /dev/fuse (the distributions' default: rootless FUSE needs it)"; \
+		chmod 0666 /dev/fuse; \
+	fi; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" -ne 0 ]; then \
 		echo "missing packages:$$missing (run: sudo apt-get install -y$$missing)" >&2; exit 1; \

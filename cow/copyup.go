@@ -30,6 +30,15 @@ func (s *Scratch) CopyUp(srcDir int, srcName string, dstDir int, dstName string,
 		undo()
 		return &os.PathError{Op: "copyup", Path: srcName, Err: err}
 	}
+	// X(origin) lets a later mount (ovlfs or the kernel) keep the lower inode
+	// number of the copy.
+	if o := Origin(srcDir, srcName); o != nil {
+		if err := unix.Lsetxattr(ProcPath(s.fd, tmp), s.ns.Key(whiteout.Origin), o, 0); err != nil && err != unix.ENOTSUP && err != unix.EPERM {
+			// EPERM: user.* xattrs on a symlink; the origin is optional.
+			undo()
+			return &os.PathError{Op: "copyup origin", Path: srcName, Err: err}
+		}
+	}
 	if err := unix.Renameat(s.fd, tmp, dstDir, dstName); err != nil {
 		undo()
 		return &os.PathError{Op: "copyup rename", Path: dstName, Err: err}

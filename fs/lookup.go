@@ -20,6 +20,10 @@ type found struct {
 	layer    *layer      // layer of the shown (top) entry
 	st       unix.Stat_t // stat of the shown entry
 	blocks   int64       // st_blocks of the data entry (metacopy)
+	// origin is X(origin) of an upper entry (copied up from a lower one), and
+	// ino the inode number shown instead of the upper's: the origin's.
+	origin []byte
+	ino    uint64
 }
 
 // redirect is an X(redirect) in force while walking down the layers.
@@ -89,7 +93,30 @@ func (n *node) lookupName(name string) (*found, syscall.Errno) {
 	if res.metacopy && len(res.stack) < 2 {
 		return nil, syscall.EIO // metadata without data below it
 	}
+	if res.origin != nil && !res.isDir {
+		n.originIno(name, res)
+	}
 	return res, 0
+}
+
+// originIno shows a copied-up non-directory with the inode number of the lower
+// file it was copied from, when that file is still at the same place below, so
+// that st_ino survives copy-up and remounts as with the kernel overlay.
+func (n *node) originIno(name string, res *found) {
+	low, errno := n.lowerLookup(name)
+	if errno != 0 || low.isDir {
+		return
+	}
+	l := n.root.layers[low.stack[0].layer]
+	dir, lname := splitPath(low.stack[0].path)
+	dfd, err := l.openDir(dir)
+	if err != nil {
+		return
+	}
+	defer unix.Close(dfd)
+	if cow.SameOrigin(res.origin, dfd, lname) {
+		res.ino = l.inoBits | low.st.Ino
+	}
 }
 
 // lookupIn examines lname in the directory dfd of layer l and updates the walk.
@@ -118,6 +145,9 @@ func (n *node) lookupIn(l *layer, dfd int, lname string, entry layerEntry, resp 
 	case res == nil:
 		res = &found{layer: l, st: st, stack: []layerEntry{entry}}
 		*resp = res
+		if l.upper {
+			res.origin, _ = getxattrAt(dfd, lname, ns.Key(whiteout.Origin))
+		}
 		if typ == unix.S_IFDIR {
 			res.isDir = true
 			return n.dirLayer(dfd, lname, rd)
@@ -132,6 +162,9 @@ func (n *node) lookupIn(l *layer, dfd int, lname string, entry layerEntry, resp 
 			return true, 0 // a non-directory below a directory ends the stack
 		}
 		res.stack = append(res.stack, entry)
+		if res.origin != nil && res.ino == 0 {
+			res.ino = l.inoBits | st.Ino // a merged directory shows its origin's number
+		}
 		return n.dirLayer(dfd, lname, rd)
 	default: // a metacopy file looking for its data
 		if typ != unix.S_IFREG {
@@ -283,6 +316,9 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 func (n *node) newChild(ctx context.Context, res *found, out *fuse.EntryOut) *gofs.Inode {
 	child := &node{root: n.root, stack: res.stack, isDir: res.isDir, metacopy: res.metacopy}
 	ino := res.layer.inoBits | res.st.Ino
+	if res.ino != 0 {
+		ino = res.ino
+	}
 	in := n.NewInode(ctx, child, gofs.StableAttr{Mode: res.st.Mode & unix.S_IFMT, Ino: ino})
 	if c := in.Operations().(nodeOps).ovl(); c != child {
 		// Known already (the kernel forgot the name, or a hard link): refresh
@@ -293,6 +329,7 @@ func (n *node) newChild(ctx context.Context, res *found, out *fuse.EntryOut) *go
 		child = c
 	}
 	child.fillAttr(res.layer, &res.st, &out.Attr)
+	out.Attr.Ino = ino
 	if res.metacopy {
 		out.Attr.Blocks = uint64(res.blocks)
 	}

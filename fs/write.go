@@ -43,28 +43,44 @@ func upperWhiteoutAt(dfd int, name string) bool {
 // lowerProvides reports whether a lower layer shows something at name in n:
 // then deleting name needs a whiteout, and a directory made there must be opaque.
 func (n *node) lowerProvides(name string) bool {
+	_, errno := n.lowerLookup(name)
+	return errno != syscall.ENOENT // when in doubt, a whiteout too many is harmless
+}
+
+// lowerLookup resolves name in n's lower layers only, as if n had no upper
+// directory. Every entry of the result carries its explicit layer path.
+func (n *node) lowerLookup(name string) (*found, syscall.Errno) {
 	var lowers []layerEntry
 	for _, e := range n.entries() {
-		if e.layer != 0 {
+		if e.layer != 0 || n.root.upper == nil {
 			lowers = append(lowers, e)
 		}
 	}
 	if len(lowers) == 0 {
-		return false
+		return nil, syscall.ENOENT
 	}
 	probe := &node{root: n.root, stack: lowers, isDir: true}
 	for i, e := range lowers {
 		p, errno := n.pathOf(e)
 		if errno != 0 {
-			return true // cannot tell: a whiteout too many is harmless
+			return nil, errno
+		}
+		if p == "" {
+			p = "."
 		}
 		probe.stack[i].path = p
-		if p == "" {
-			probe.stack[i].path = "."
+	}
+	res, errno := probe.lookupName(name)
+	if errno != 0 {
+		return nil, errno
+	}
+	for i, e := range res.stack {
+		if e.path == "" {
+			pe, _ := probe.entryIn(e.layer)
+			res.stack[i].path = joinPath(pe.path, name)
 		}
 	}
-	_, errno := probe.lookupName(name)
-	return errno != syscall.ENOENT
+	return res, 0
 }
 
 // create makes a new object name in n: build makes it as tmp in the scratch dir,

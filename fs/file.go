@@ -8,6 +8,8 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/ovlfs/ovlfs/cow"
 )
 
 // fileHandle is an open regular file: an fd on the layer file that holds the
@@ -215,3 +217,20 @@ func (n *node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn ui
 	c, err := unix.CopyFileRange(ifd, &i, o.fd, &j, int(size), int(flags))
 	return uint32(c), toErrno(err)
 }
+
+// stat answers for a file that has no name any more through its open fd.
+func (f *fileHandle) stat(out *fuse.Attr) syscall.Errno {
+	fd, errno := f.current()
+	if errno != 0 {
+		return errno
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return toErrno(err)
+	}
+	attrFromStat(&st, out)
+	return 0
+}
+
+// procPath names the open file itself, for the *at calls that follow it.
+func (f *fileHandle) procPath() string { return cow.ProcPath(f.fd, "") }

@@ -2,6 +2,8 @@ package fs
 
 import (
 	"context"
+	"encoding/binary"
+	"hash/fnv"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -309,17 +311,30 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	if errno != 0 {
 		return nil, errno
 	}
-	return n.newChild(ctx, res, out), 0
+	return n.newChild(ctx, name, res, out), 0
 }
 
 // newChild makes (or finds again) the inode of a resolved name and fills out.
-func (n *node) newChild(ctx context.Context, res *found, out *fuse.EntryOut) *gofs.Inode {
+func (n *node) newChild(ctx context.Context, name string, res *found, out *fuse.EntryOut) *gofs.Inode {
 	child := &node{root: n.root, stack: res.stack, isDir: res.isDir, metacopy: res.metacopy}
 	ino := res.layer.inoBits | res.st.Ino
 	if res.ino != 0 {
 		ino = res.ino
 	}
-	in := n.NewInode(ctx, child, gofs.StableAttr{Mode: res.st.Mode & unix.S_IFMT, Ino: ino})
+	id := gofs.StableAttr{Mode: res.st.Mode & unix.S_IFMT, Ino: ino}
+	switch {
+	case res.isDir:
+	case !res.layer.upper && res.st.Nlink > 1:
+		// Hard links inside lower layers are separate files in the merged view
+		// (a copy-up of one name leaves the others alone, as with the kernel
+		// without index): same st_ino, one node per name.
+		id.Gen = linkGen(n.StableAttr().Ino, res.stack[0].path, name)
+	case res.ino != 0:
+		// Copies of several such names share their origin's number but are
+		// different upper files; links to one upper file are one node.
+		id.Gen = res.layer.inoBits | res.st.Ino
+	}
+	in := n.NewInode(ctx, child, id)
 	if c := in.Operations().(nodeOps).ovl(); c != child {
 		// Known already (the kernel forgot the name, or a hard link): refresh
 		// where it lives.
@@ -334,4 +349,17 @@ func (n *node) newChild(ctx context.Context, res *found, out *fuse.EntryOut) *go
 		out.Attr.Blocks = uint64(res.blocks)
 	}
 	return in
+}
+
+// linkGen tells apart the names of one lower inode: a hash of the directory's
+// inode number and the name.
+func linkGen(dirIno uint64, path, name string) uint64 {
+	h := fnv.New64a()
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], dirIno)
+	h.Write(b[:])
+	h.Write([]byte(path))
+	h.Write([]byte{0})
+	h.Write([]byte(name))
+	return h.Sum64() | 1
 }

@@ -147,7 +147,11 @@ func (n *node) fillAttr(l *layer, st *unix.Stat_t, out *fuse.Attr) {
 }
 
 func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	return n.stat(&out.Attr)
+	errno := n.stat(&out.Attr)
+	if fh, ok := f.(*fileHandle); ok && errno == syscall.ESTALE {
+		return fh.stat(&out.Attr) // unlinked while open
+	}
+	return errno
 }
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {

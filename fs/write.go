@@ -94,7 +94,7 @@ func (n *node) create(ctx context.Context, name string, mode uint32, build func(
 	if errno != 0 {
 		return nil, errno
 	}
-	return n.newChild(ctx, res, out), 0
+	return n.newChild(ctx, name, res, out), 0
 }
 
 // place builds a new object and puts it at name in n's upper directory; own
@@ -500,7 +500,7 @@ func (n *node) childNode(ctx context.Context, name string, res *found) (*node, s
 		return c.Operations().(nodeOps).ovl(), 0
 	}
 	var out fuse.EntryOut
-	in := n.newChild(ctx, res, &out)
+	in := n.newChild(ctx, name, res, &out)
 	n.AddChild(name, in, true)
 	return in.Operations().(nodeOps).ovl(), 0
 }
@@ -568,16 +568,22 @@ func (n *node) upperEntry(noData bool) (int, string, syscall.Errno) {
 
 func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	size, hasSize := in.GetSize()
+	fh, _ := f.(*fileHandle)
 	// Truncating a lower file to 0 needs none of its data.
 	dfd, name, errno := n.upperEntry(hasSize && size == 0)
-	if errno != 0 {
-		return errno
-	}
-	defer unix.Close(dfd)
 	target := name
 	atFlags := unix.AT_SYMLINK_NOFOLLOW
-	if name == "" {
-		target, atFlags = ".", 0
+	switch {
+	case errno == syscall.ESTALE && fh != nil:
+		// Unlinked while open: change the file through its descriptor.
+		dfd, target, atFlags = unix.AT_FDCWD, fh.procPath(), 0
+	case errno != 0:
+		return errno
+	default:
+		defer unix.Close(dfd)
+		if name == "" {
+			target, atFlags = ".", 0
+		}
 	}
 	if uid, ok := in.GetUID(); ok {
 		gid := -1
@@ -598,7 +604,7 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 		}
 	}
 	if hasSize {
-		if fh, ok := f.(*fileHandle); ok && fh.writable {
+		if fh != nil && fh.writable {
 			if err := unix.Ftruncate(fh.fd, int64(size)); err != nil {
 				return toErrno(err)
 			}
@@ -632,7 +638,7 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 			return toErrno(err)
 		}
 	}
-	return n.stat(&out.Attr)
+	return n.Getattr(ctx, f, out)
 }
 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {

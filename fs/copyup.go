@@ -3,6 +3,8 @@ package fs
 import (
 	"syscall"
 
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/ovlfs/ovlfs/cow"
@@ -100,6 +102,13 @@ func (n *node) copyUpLocked(dfd int, name string, noData bool) syscall.Errno {
 			return errno
 		}
 	}
+	if !n.isDir {
+		var st unix.Stat_t
+		if unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+			n.upperIno = r.upper.inoBits | st.Ino
+			r.copied.Store(n.upperIno, n.StableAttr())
+		}
+	}
 	n.mu.Lock()
 	if n.isDir {
 		n.stack = append([]layerEntry{{layer: 0}}, n.stack...)
@@ -140,4 +149,13 @@ func (n *node) copyMetacopyData(dfd int, name string) syscall.Errno {
 		return toErrno(err)
 	}
 	return toErrno(cow.CopyRange(src, dst, st.Size))
+}
+
+var _ = (gofs.NodeOnForgetter)((*node)(nil))
+
+// OnForget drops what the root remembers of a node the kernel forgot.
+func (n *node) OnForget() {
+	if n.upperIno != 0 {
+		n.root.copied.CompareAndDelete(n.upperIno, n.StableAttr())
+	}
 }

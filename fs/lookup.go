@@ -329,6 +329,8 @@ func (n *node) newChild(ctx context.Context, name string, res *found, out *fuse.
 		// (a copy-up of one name leaves the others alone, as with the kernel
 		// without index): same st_ino, one node per name.
 		id.Gen = linkGen(n.StableAttr().Ino, res.stack[0].path, name)
+	case res.layer.upper && n.copiedID(res, &id):
+		// Another name of a file this mount copied up: the same node.
 	case res.ino != 0:
 		// Copies of several such names share their origin's number but are
 		// different upper files; links to one upper file are one node.
@@ -362,4 +364,14 @@ func linkGen(dirIno uint64, path, name string) uint64 {
 	h.Write([]byte{0})
 	h.Write([]byte(name))
 	return h.Sum64() | 1
+}
+
+// copiedID sets id to the identity of the node of an upper file copied up by
+// this mount, when res is one of its names.
+func (n *node) copiedID(res *found, id *gofs.StableAttr) bool {
+	v, ok := n.root.copied.Load(res.layer.inoBits | res.st.Ino)
+	if ok {
+		*id = v.(gofs.StableAttr)
+	}
+	return ok
 }

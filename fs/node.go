@@ -33,6 +33,8 @@ type node struct {
 	metacopy bool
 	// gen counts copy-ups, so that open handles move to the upper copy.
 	gen uint32
+	// upperIno is the upper inode of a non-directory copied up by this mount.
+	upperIno uint64
 
 	// copyMu serialises copy-ups of this node.
 	copyMu sync.Mutex

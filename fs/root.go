@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -25,6 +26,10 @@ type Root struct {
 	upper  *layer   // nil for a read-only mount
 	// scratch is ovlfs's own directory in the workdir (nil without upper).
 	scratch *cow.Scratch
+	// copied maps the upper inode of a file copied up in this mount to the
+	// identity of its node, so that another name of that upper file (a link
+	// made later) is the same node and not a second, stale-cached one.
+	copied sync.Map // uint64 -> gofs.StableAttr
 }
 
 // NewRoot opens the layers of cfg. Each layer is opened once, as a directory fd

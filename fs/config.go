@@ -26,4 +26,9 @@ type Config struct {
 	Timeout time.Duration
 	// NoFsync ignores fsync (fsync=0, volatile).
 	NoFsync bool
+	// UIDMap and GIDMap shift owners between the disk and the mount
+	// (uidmapping=, gidmapping=); empty: no shifting.
+	UIDMap, GIDMap []IDMap
+	// SquashUID and SquashGID, when set, show every file as owned by that ID.
+	SquashUID, SquashGID *uint32
 }

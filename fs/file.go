@@ -229,6 +229,7 @@ func (f *fileHandle) stat(out *fuse.Attr) syscall.Errno {
 		return toErrno(err)
 	}
 	attrFromStat(&st, out)
+	out.Uid, out.Gid = f.n.root.ids.view(st.Uid, st.Gid)
 	return 0
 }
 

@@ -141,6 +141,7 @@ func (n *node) stat(out *fuse.Attr) syscall.Errno {
 // fillAttr converts a layer's stat of n's top entry to what the mount shows.
 func (n *node) fillAttr(l *layer, st *unix.Stat_t, out *fuse.Attr) {
 	attrFromStat(st, out)
+	out.Uid, out.Gid = n.root.ids.view(st.Uid, st.Gid)
 	out.Ino = l.inoBits | st.Ino
 	if n.isDir && (n.root.cfg.StaticNlink || len(n.entries()) > 1) {
 		// A merged directory has no meaningful link count (the kernel says 1).

@@ -30,6 +30,8 @@ type Root struct {
 	// identity of its node, so that another name of that upper file (a link
 	// made later) is the same node and not a second, stale-cached one.
 	copied sync.Map // uint64 -> gofs.StableAttr
+	// ids shifts owners (nil: none).
+	ids *idMapper
 }
 
 // NewRoot opens the layers of cfg. Each layer is opened once, as a directory fd
@@ -41,7 +43,7 @@ func NewRoot(cfg Config) (*Root, error) {
 	if (cfg.Upper == "") != (cfg.Work == "") {
 		return nil, fmt.Errorf("upperdir and workdir go together")
 	}
-	r := &Root{cfg: cfg, ns: cfg.NS}
+	r := &Root{cfg: cfg, ns: cfg.NS, ids: newIDMapper(&cfg)}
 	if r.ns == 0 {
 		r.ns = DefaultNS()
 	}

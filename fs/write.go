@@ -26,12 +26,13 @@ var (
 	_ = (gofs.NodeRemovexattrer)((*node)(nil))
 )
 
-// caller returns who makes a request.
-func caller(ctx context.Context) (uid, gid uint32) {
+// caller returns who makes a request, as on-disk IDs.
+func (n *node) caller(ctx context.Context) (uid, gid uint32) {
+	uid, gid = uint32(unix.Geteuid()), uint32(unix.Getegid())
 	if c, ok := ctx.(*fuse.Context); ok {
-		return c.Uid, c.Gid
+		uid, gid = c.Uid, c.Gid
 	}
-	return uint32(unix.Geteuid()), uint32(unix.Getegid())
+	return n.root.ids.disk(uid, gid)
 }
 
 // upperWhiteoutAt reports whether the upper directory dfd has a whiteout at name.
@@ -125,7 +126,7 @@ func (n *node) place(ctx context.Context, name string, mode uint32, own bool, bu
 		}
 	}
 	if own {
-		if errno := setOwner(ctx, dfd, sc.Fd(), tmp); errno != 0 {
+		if errno := n.setOwner(ctx, dfd, sc.Fd(), tmp); errno != 0 {
 			sc.Discard(tmp)
 			return errno
 		}
@@ -135,8 +136,8 @@ func (n *node) place(ctx context.Context, name string, mode uint32, own bool, bu
 
 // setOwner gives tmp the caller's uid and gid (the directory dfd's gid when it
 // is setgid), keeping the mode bits that chown clears.
-func setOwner(ctx context.Context, dfd, sfd int, tmp string) syscall.Errno {
-	uid, gid := caller(ctx)
+func (n *node) setOwner(ctx context.Context, dfd, sfd int, tmp string) syscall.Errno {
+	uid, gid := n.caller(ctx)
 	var dst unix.Stat_t
 	if err := unix.Fstat(dfd, &dst); err != nil {
 		return toErrno(err)
@@ -585,16 +586,18 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 			target, atFlags = ".", 0
 		}
 	}
-	if uid, ok := in.GetUID(); ok {
-		gid := -1
-		if g, ok := in.GetGID(); ok {
-			gid = int(g)
+	vuid, uok := in.GetUID()
+	vgid, gok := in.GetGID()
+	if uok || gok {
+		duid, dgid := n.root.ids.disk(vuid, vgid)
+		uid, gid := int(duid), int(dgid)
+		if !uok {
+			uid = -1
 		}
-		if err := unix.Fchownat(dfd, target, int(uid), gid, atFlags); err != nil {
-			return toErrno(err)
+		if !gok {
+			gid = -1
 		}
-	} else if gid, ok := in.GetGID(); ok {
-		if err := unix.Fchownat(dfd, target, -1, int(gid), atFlags); err != nil {
+		if err := unix.Fchownat(dfd, target, uid, gid, atFlags); err != nil && !n.root.ids.squashed() {
 			return toErrno(err)
 		}
 	}

@@ -126,12 +126,6 @@ func TestCLIValidationErrors(t *testing.T) {
 		{"no mount point", func(t *testing.T, s cliSet) ([]string, string) {
 			return []string{"-o", s.Opts()}, "no mount point"
 		}},
-		{"uidmapping not supported yet", func(t *testing.T, s cliSet) ([]string, string) {
-			return []string{"-o", s.Opts() + ",uidmapping=:0:1000:1", s.Mnt}, "option uidmapping is not supported yet"
-		}},
-		{"squash_to_root not supported yet", func(t *testing.T, s cliSet) ([]string, string) {
-			return []string{"-o", s.Opts() + ",squash_to_root", s.Mnt}, "option squash_to_root is not supported yet"
-		}},
 		{"xattr_permissions=2 not supported yet", func(t *testing.T, s cliSet) ([]string, string) {
 			return []string{"-o", s.Opts() + ",xattr_permissions=2", s.Mnt}, "not supported yet"
 		}},

@@ -130,6 +130,25 @@ func (o *options) fsConfig() (fs.Config, fs.MountOptions) {
 	if o.TimeoutSet {
 		cfg.Timeout = o.Timeout
 	}
+	for _, m := range o.UIDMap {
+		cfg.UIDMap = append(cfg.UIDMap, fs.IDMap{Disk: m.Disk, View: m.View, Size: m.Size})
+	}
+	for _, m := range o.GIDMap {
+		cfg.GIDMap = append(cfg.GIDMap, fs.IDMap{Disk: m.Disk, View: m.View, Size: m.Size})
+	}
+	// fuse-overlayfs: squash_to_uid/gid win over squash_to_root.
+	var zero uint32
+	if o.SquashToRoot {
+		cfg.SquashUID, cfg.SquashGID = &zero, &zero
+	}
+	if o.SquashUID >= 0 {
+		u := uint32(o.SquashUID)
+		cfg.SquashUID = &u
+	}
+	if o.SquashGID >= 0 {
+		g := uint32(o.SquashGID)
+		cfg.SquashGID = &g
+	}
 	mo := fs.MountOptions{
 		FsName:             o.Source,
 		AllowOther:         o.AllowOther,

@@ -12,10 +12,11 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// idMap is one C:H:N range of uidmapping= or gidmapping=: on-disk IDs H..H+N-1
-// show as C..C+N-1.
+// idMap is one A:B:N range of uidmapping= or gidmapping=. As fuse-overlayfs
+// reads it (checked with fuse-overlayfs 1.10): on-disk IDs A..A+N-1 show as
+// B..B+N-1; containers/storage sends A = container ID, B = host ID.
 type idMap struct {
-	Container, Host, Size uint32
+	Disk, View, Size uint32
 }
 
 // options is the parsed command line. It is a pure value: parsing looks at no
@@ -44,7 +45,6 @@ type options struct {
 	// (ro, nodev, nosuid, noexec, noatime, context=...), last setting wins.
 	Kernel []string
 
-	// Parsed but not implemented yet.
 	UIDMap, GIDMap   []idMap
 	SquashToRoot     bool
 	SquashUID        int64 // -1: not set
@@ -80,10 +80,11 @@ upper layer at MOUNTPOINT, with the command line of fuse-overlayfs.
 Options: lowerdir=A:B (\: escapes a colon), upperdir=U, workdir=W,
 static_nlink, noxattrs=1, fsync=0, volatile, timeout=SECONDS, allow_other,
 allow_root, default_permissions, ro, nodev, nosuid, noexec, noatime,
-context=..., debug. Accepted for compatibility: threaded=, writeback=,
-fast_ino=, noacl, redirect_dir=, xino=, rw, dev, suid, exec, atime, user,
-nofail, _netdev, auto, noauto. Not supported yet: uidmapping=, gidmapping=,
-squash_to_root, squash_to_uid=, squash_to_gid=, xattr_permissions=1|2.
+context=..., debug, uidmapping=A:B:N[:A:B:N...] and gidmapping= (on-disk
+IDs A.. show as B..), squash_to_root, squash_to_uid=N, squash_to_gid=N.
+Accepted for compatibility: threaded=, writeback=, fast_ino=, noacl,
+redirect_dir=, xino=, rw, dev, suid, exec, atime, user, nofail, _netdev,
+auto, noauto. Not supported yet: xattr_permissions=1|2.
 `
 
 // parseArgs parses the command line (without the program name).
@@ -190,13 +191,11 @@ func (o *options) parseOpts(s string) error {
 			} else {
 				o.GIDMap = m
 			}
-			o.Unsupported = append(o.Unsupported, key)
 		case "squash_to_root":
 			if hasVal {
 				return bad("takes no value")
 			}
 			o.SquashToRoot = true
-			o.Unsupported = append(o.Unsupported, key)
 		case "squash_to_uid", "squash_to_gid":
 			n, err := strconv.ParseUint(val, 10, 32)
 			if err != nil {
@@ -207,7 +206,6 @@ func (o *options) parseOpts(s string) error {
 			} else {
 				o.SquashGID = int64(n)
 			}
-			o.Unsupported = append(o.Unsupported, key)
 		case "xattr_permissions":
 			switch val {
 			case "0":
@@ -348,7 +346,7 @@ func parseIDMap(s string) ([]idMap, error) {
 		if n[2] == 0 || uint64(n[0])+uint64(n[2]) > 1<<32 || uint64(n[1])+uint64(n[2]) > 1<<32 {
 			return nil, errors.New("bad range")
 		}
-		m = append(m, idMap{Container: n[0], Host: n[1], Size: n[2]})
+		m = append(m, idMap{Disk: n[0], View: n[1], Size: n[2]})
 	}
 	return m, nil
 }

@@ -24,13 +24,12 @@ func TestParseArgs(t *testing.T) {
 			},
 		},
 		{
-			name: "podman volatile fsync and leading-colon mapping fails later",
+			name: "podman volatile fsync and leading-colon mapping",
 			args: []string{"-o", "lowerdir=a,upperdir=u,workdir=w,volatile,fsync=0,uidmapping=:0:1000:1:1:100000:65536", "m"},
 			want: func(o *options) {
 				o.Lowers, o.Upper, o.UpperSet, o.Work, o.WorkSet, o.Mountpoint = []string{"a"}, "u", true, "w", true, "m"
 				o.NoFsync = true
 				o.UIDMap = []idMap{{0, 1000, 1}, {1, 100000, 65536}}
-				o.Unsupported = []string{"uidmapping"}
 			},
 		},
 		{
@@ -85,13 +84,13 @@ func TestParseArgs(t *testing.T) {
 			},
 		},
 		{
-			name: "unsupported view options are recorded",
+			name: "squash and mapping options are parsed, xattr_permissions is refused",
 			args: []string{"-o", "lowerdir=/a,squash_to_root,squash_to_uid=5,squash_to_gid=6,xattr_permissions=2,gidmapping=0:0:10", "m"},
 			want: func(o *options) {
 				o.Lowers, o.Mountpoint = []string{"/a"}, "m"
 				o.SquashToRoot, o.SquashUID, o.SquashGID, o.XattrPermissions = true, 5, 6, 2
 				o.GIDMap = []idMap{{0, 0, 10}}
-				o.Unsupported = []string{"squash_to_root", "squash_to_uid", "squash_to_gid", "xattr_permissions=2", "gidmapping"}
+				o.Unsupported = []string{"xattr_permissions=2"}
 			},
 		},
 		{name: "version", args: []string{"--version"}, want: func(o *options) { o.Version = true }},

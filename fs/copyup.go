@@ -155,6 +155,9 @@ var _ = (gofs.NodeOnForgetter)((*node)(nil))
 
 // OnForget drops what the root remembers of a node the kernel forgot.
 func (n *node) OnForget() {
+	if v, ok := n.root.tmpfiles.LoadAndDelete(n); ok {
+		unix.Close(v.(int))
+	}
 	if n.upperIno != 0 {
 		n.root.copied.CompareAndDelete(n.upperIno, n.StableAttr())
 	}

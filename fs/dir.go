@@ -16,6 +16,7 @@ import (
 // dirHandle is an open merged directory. The listing is merged once at opendir,
 // so offsets (index+1) stay stable for seekdir/telldir while it is open.
 type dirHandle struct {
+	n    *node
 	mu   sync.Mutex
 	ents []fuse.DirEntry
 	pos  int
@@ -24,14 +25,34 @@ type dirHandle struct {
 var (
 	_ = (gofs.FileReaddirenter)((*dirHandle)(nil))
 	_ = (gofs.FileSeekdirer)((*dirHandle)(nil))
+	_ = (gofs.FileFsyncdirer)((*dirHandle)(nil))
 )
+
+// Fsyncdir syncs the directory's upper copy; a directory only in lower layers
+// has nothing that could be lost.
+func (h *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
+	n := h.n
+	if n.root.cfg.NoFsync || !n.inUpper() {
+		return 0
+	}
+	p, errno := n.pathOf(layerEntry{layer: 0})
+	if errno != 0 {
+		return errno
+	}
+	fd, err := n.root.upper.openDir(p)
+	if err != nil {
+		return toErrno(err)
+	}
+	defer unix.Close(fd)
+	return toErrno(unix.Fsync(fd))
+}
 
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	ents, errno := n.mergedEntries()
 	if errno != 0 {
 		return nil, 0, errno
 	}
-	return &dirHandle{ents: ents}, 0, 0
+	return &dirHandle{n: n, ents: ents}, 0, 0
 }
 
 func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {

@@ -151,8 +151,19 @@ func (n *node) fillAttr(l *layer, st *unix.Stat_t, out *fuse.Attr) {
 
 func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	errno := n.stat(&out.Attr)
-	if fh, ok := f.(*fileHandle); ok && errno == syscall.ESTALE {
-		return fh.stat(&out.Attr) // unlinked while open
+	if errno == syscall.ESTALE {
+		// Unlinked while open, or an O_TMPFILE not linked in yet.
+		if fh, ok := f.(*fileHandle); ok {
+			return fh.stat(&out.Attr)
+		}
+		if fd, ok := n.tmpfileFd(); ok {
+			var st unix.Stat_t
+			if err := unix.Fstat(fd, &st); err != nil {
+				return toErrno(err)
+			}
+			n.fillAttr(n.root.upper, &st, &out.Attr)
+			return 0
+		}
 	}
 	return errno
 }

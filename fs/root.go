@@ -32,6 +32,8 @@ type Root struct {
 	copied sync.Map // uint64 -> gofs.StableAttr
 	// ids shifts owners (nil: none).
 	ids *idMapper
+	// tmpfiles holds an fd of each O_TMPFILE node not linked in yet.
+	tmpfiles sync.Map // *node -> int
 }
 
 // NewRoot opens the layers of cfg. Each layer is opened once, as a directory fd

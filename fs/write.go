@@ -222,6 +222,9 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 
 func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	t := target.(nodeOps).ovl()
+	if fd, ok := t.tmpfileFd(); ok {
+		return n.linkTmpfile(ctx, t, fd, name, out)
+	}
 	if errno := t.copyUp(false); errno != 0 {
 		return nil, errno
 	}
@@ -678,4 +681,21 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 		return toErrno(unix.Fremovexattr(dfd, key))
 	}
 	return toErrno(unix.Lremovexattr(cow.ProcPath(dfd, name), key))
+}
+
+// linkTmpfile gives the unnamed O_TMPFILE node t (open as fd) the name name.
+func (n *node) linkTmpfile(ctx context.Context, t *node, fd int, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	errno := n.place(ctx, name, 0, false, func(sfd int, tmp string) error {
+		return unix.Linkat(unix.AT_FDCWD, cow.ProcPath(fd, ""), sfd, tmp, unix.AT_SYMLINK_FOLLOW)
+	})
+	if errno != 0 {
+		return nil, errno
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, toErrno(err)
+	}
+	t.named()
+	t.fillAttr(n.root.upper, &st, &out.Attr)
+	return t.EmbeddedInode(), 0
 }

@@ -25,6 +25,7 @@ deps:
 	@missing=""; \
 	command -v fusermount3 >/dev/null 2>&1 || missing="$$missing fuse3"; \
 	command -v getfattr >/dev/null 2>&1 || missing="$$missing attr"; \
+	command -v setfacl >/dev/null 2>&1 || missing="$$missing acl"; \
 	if [ "$$(id -u)" -eq 0 ] && [ -c /dev/fuse ] && [ "$$(stat -c %a /dev/fuse)" != 666 ]; then \
 		echo "deps: chmod 0666 /dev/fuse (the distributions' default: rootless FUSE needs it)"; \
 		chmod 0666 /dev/fuse; \

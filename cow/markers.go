@@ -45,29 +45,47 @@ func (s *Scratch) RemoveDir(dir int, name string) error {
 	return removeAt(s.fd, tmp)
 }
 
-// Place renames the finished object tmp of the scratch dir to name in dir. A
-// whiteout there is replaced (swapped out and removed, for a directory); any
-// other existing entry is an error (EEXIST).
-func (s *Scratch) Place(tmp string, dir int, name string, overWhiteout, isDir bool) error {
+// Place renames the finished object tmp of directory from (the scratch dir or
+// one made in it) to name in dir. A whiteout there is replaced (swapped out and
+// removed, for a directory); any other existing entry is an error (EEXIST).
+func (s *Scratch) Place(from int, tmp string, dir int, name string, overWhiteout, isDir bool) error {
 	var err error
 	switch {
 	case !overWhiteout:
-		err = unix.Renameat2(s.fd, tmp, dir, name, unix.RENAME_NOREPLACE)
+		err = unix.Renameat2(from, tmp, dir, name, unix.RENAME_NOREPLACE)
 	case isDir:
 		// rename(2) cannot put a directory over a device: swap, then drop the
 		// whiteout that landed in the scratch dir.
-		if err = unix.Renameat2(s.fd, tmp, dir, name, unix.RENAME_EXCHANGE); err == nil {
-			return unix.Unlinkat(s.fd, tmp, 0)
+		if err = unix.Renameat2(from, tmp, dir, name, unix.RENAME_EXCHANGE); err == nil {
+			return unix.Unlinkat(from, tmp, 0)
 		}
 	default:
-		err = unix.Renameat(s.fd, tmp, dir, name)
+		err = unix.Renameat(from, tmp, dir, name)
 	}
 	if err != nil {
-		removeAt(s.fd, tmp)
+		removeAt(from, tmp)
 		return &os.PathError{Op: "create", Path: name, Err: err}
 	}
 	return nil
 }
 
-// Discard removes an unfinished object from the scratch dir.
-func (s *Scratch) Discard(tmp string) { removeAt(s.fd, tmp) }
+// Discard removes an unfinished object tmp of directory from.
+func (s *Scratch) Discard(from int, tmp string) { removeAt(from, tmp) }
+
+// Subdir makes a fresh directory in the scratch dir and opens it; done removes
+// it (it must be empty by then).
+func (s *Scratch) Subdir() (fd int, done func(), err error) {
+	name := s.TempName()
+	if err := unix.Mkdirat(s.fd, name, 0o700); err != nil {
+		return -1, nil, err
+	}
+	fd, err = unix.Openat(s.fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		unix.Unlinkat(s.fd, name, unix.AT_REMOVEDIR)
+		return -1, nil, err
+	}
+	return fd, func() {
+		unix.Close(fd)
+		removeAt(s.fd, name)
+	}, nil
+}

@@ -22,6 +22,8 @@ type Config struct {
 	StaticNlink bool
 	// NoXattrs refuses every xattr operation.
 	NoXattrs bool
+	// NoACL leaves POSIX ACLs unenforced (noacl), as a filesystem without them.
+	NoACL bool
 	// Timeout is the kernel's entry and attribute cache lifetime.
 	Timeout time.Duration
 	// NoFsync ignores fsync (fsync=0, volatile).

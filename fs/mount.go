@@ -3,6 +3,7 @@ package fs
 import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 // MountOptions are the generic FUSE mount settings, apart from the layers.
@@ -25,6 +26,9 @@ type MountOptions struct {
 // returns once the mount is live; the caller waits on the server (Wait) and
 // unmounts it (Unmount).
 func Mount(mountpoint string, cfg Config, mo MountOptions) (*fuse.Server, error) {
+	// The kernel has applied the client's umask to every mode it sends; the
+	// daemon's own must not cut it again (objects are made with those modes).
+	unix.Umask(0)
 	root, err := NewRoot(cfg)
 	if err != nil {
 		return nil, err

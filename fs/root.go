@@ -4,8 +4,10 @@ package fs
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -139,14 +141,18 @@ func (r *Root) options(mo MountOptions) *gofs.Options {
 		NegativeTimeout: &timeout,
 		NullPermissions: true,
 		MountOptions: fuse.MountOptions{
-			FsName:        name,
-			Name:          "ovlfs",
-			AllowOther:    mo.AllowOther,
-			Debug:         mo.Debug,
-			DirectMount:   true,
-			EnableLocks:   true,
-			DisableXAttrs: r.cfg.NoXattrs,
-			MaxWrite:      1 << 20,
+			FsName:      name,
+			Name:        "ovlfs",
+			AllowOther:  mo.AllowOther,
+			Debug:       mo.Debug,
+			DirectMount: true,
+			EnableLocks: true,
+			// The kernel enforces POSIX ACLs, read through Getxattr. It then
+			// leaves the umask to us (DONT_MASK): a default ACL replaces it.
+			EnableAcl:         r.acl(),
+			ExtraCapabilities: dontMask(r.acl()),
+			DisableXAttrs:     r.cfg.NoXattrs,
+			MaxWrite:          1 << 20,
 			// The kernel checks permissions from the modes we report, as it
 			// does for the kernel overlay. Like the kernel overlay (and unlike
 			// go-fuse's default), a mount by root honours setuid bits and
@@ -170,4 +176,41 @@ func rootDefaults() []string {
 		return []string{"default_permissions", "suid", "dev"}
 	}
 	return []string{"default_permissions"}
+}
+
+// acl reports whether the mount supports POSIX ACLs.
+func (r *Root) acl() bool { return !r.cfg.NoACL && !r.cfg.NoXattrs }
+
+func dontMask(on bool) uint64 {
+	if on {
+		return fuse.CAP_DONT_MASK
+	}
+	return 0
+}
+
+// callerUmask is the umask that a new object of the request ctx gets, where no
+// default ACL replaces it. Without ACL support the kernel has applied it
+// already. go-fuse does not hand on the umask the kernel sends with DONT_MASK,
+// so it is read from the caller's /proc status.
+func (r *Root) callerUmask(ctx context.Context) uint32 {
+	if !r.acl() {
+		return 0
+	}
+	c, ok := ctx.(*fuse.Context)
+	if !ok || c.Pid == 0 {
+		return 0o022
+	}
+	b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(c.Pid), 10) + "/status")
+	if err != nil {
+		return 0o022
+	}
+	if i := bytes.Index(b, []byte("\nUmask:\t")); i >= 0 {
+		f := bytes.Fields(b[i+len("\nUmask:\t"):])
+		if len(f) > 0 {
+			if m, err := strconv.ParseUint(string(f[0]), 8, 32); err == nil {
+				return uint32(m) & 0o777
+			}
+		}
+	}
+	return 0o022
 }

@@ -21,7 +21,11 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	}
 	defer unix.Close(dfd)
 	fl := int(flags) & (openFlags &^ unix.O_ACCMODE)
-	fd, err := unix.Openat(dfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC|fl, mode&0o7777)
+	perm := mode & 0o7777
+	if acl, _ := getxattrAt(dfd, "", aclDefault); len(acl) == 0 {
+		perm &^= n.root.callerUmask(ctx)
+	}
+	fd, err := unix.Openat(dfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC|fl, perm)
 	if err != nil {
 		return nil, nil, 0, toErrno(err)
 	}

@@ -87,7 +87,7 @@ func (n *node) lowerLookup(name string) (*found, syscall.Errno) {
 // create makes a new object name in n: build makes it as tmp in the scratch dir,
 // it gets the caller as owner (the directory's group when it is setgid), and is
 // renamed into place, over a whiteout if there is one.
-func (n *node) create(ctx context.Context, name string, mode uint32, build func(scratch int, tmp string) error, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+func (n *node) create(ctx context.Context, name string, mode uint32, build buildFunc, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	if errno := n.place(ctx, name, mode, true, build); errno != 0 {
 		return nil, errno
 	}
@@ -98,9 +98,13 @@ func (n *node) create(ctx context.Context, name string, mode uint32, build func(
 	return n.newChild(ctx, name, res, out), 0
 }
 
+// buildFunc makes a new object tmp in directory dir, its permission bits cut
+// by umask.
+type buildFunc func(dir int, tmp string, umask uint32) error
+
 // place builds a new object and puts it at name in n's upper directory; own
 // gives it to the caller.
-func (n *node) place(ctx context.Context, name string, mode uint32, own bool, build func(scratch int, tmp string) error) syscall.Errno {
+func (n *node) place(ctx context.Context, name string, mode uint32, own bool, build buildFunc) syscall.Errno {
 	if whiteout.IsMarkerName(name) {
 		return syscall.EINVAL // the overlay format cannot hold these names
 	}
@@ -111,28 +115,48 @@ func (n *node) place(ctx context.Context, name string, mode uint32, own bool, bu
 	defer unix.Close(dfd)
 	r := n.root
 	sc := r.scratch
+	bdir := sc.Fd()
+	umask := uint32(0)
+	if acl, _ := getxattrAt(dfd, "", aclDefault); len(acl) == 0 {
+		umask = r.callerUmask(ctx)
+	} else if own {
+		// Build inside a scratch dir that has the parent's default ACL, so that
+		// the filesystem gives the new object the ACL it inherits in place.
+		sub, done, err := sc.Subdir()
+		if err != nil {
+			return toErrno(err)
+		}
+		defer done()
+		if err := unix.Fsetxattr(sub, aclDefault, acl, 0); err != nil {
+			return toErrno(err)
+		}
+		bdir = sub
+	}
 	tmp := sc.TempName()
-	if err := build(sc.Fd(), tmp); err != nil {
-		sc.Discard(tmp)
+	if err := build(bdir, tmp, umask); err != nil {
+		sc.Discard(bdir, tmp)
 		return toErrno(err)
 	}
 	isDir := mode&unix.S_IFMT == unix.S_IFDIR
 	overWh := upperWhiteoutAt(dfd, name)
 	if isDir && (overWh || n.hasLower()) {
 		// A directory made where a lower one may be hidden must not merge it.
-		if err := unix.Lsetxattr(cow.ProcPath(sc.Fd(), tmp), r.ns.Key(whiteout.Opaque), []byte("y"), 0); err != nil {
-			sc.Discard(tmp)
+		if err := unix.Lsetxattr(cow.ProcPath(bdir, tmp), r.ns.Key(whiteout.Opaque), []byte("y"), 0); err != nil {
+			sc.Discard(bdir, tmp)
 			return toErrno(err)
 		}
 	}
 	if own {
-		if errno := n.setOwner(ctx, dfd, sc.Fd(), tmp); errno != 0 {
-			sc.Discard(tmp)
+		if errno := n.setOwner(ctx, dfd, bdir, tmp); errno != 0 {
+			sc.Discard(bdir, tmp)
 			return errno
 		}
 	}
-	return toErrno(sc.Place(tmp, dfd, name, overWh, isDir))
+	return toErrno(sc.Place(bdir, tmp, dfd, name, overWh, isDir))
 }
+
+// aclDefault is the xattr of a directory's default POSIX ACL.
+const aclDefault = "system.posix_acl_default"
 
 // setOwner gives tmp the caller's uid and gid (the directory dfd's gid when it
 // is setgid), keeping the mode bits that chown clears.
@@ -162,53 +186,49 @@ func (n *node) setOwner(ctx context.Context, dfd, sfd int, tmp string) syscall.E
 }
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return n.create(ctx, name, unix.S_IFDIR|mode, func(sfd int, tmp string) error {
-		if err := unix.Mkdirat(sfd, tmp, mode&0o7777); err != nil {
+	return n.create(ctx, name, unix.S_IFDIR|mode, func(sfd int, tmp string, umask uint32) error {
+		if err := unix.Mkdirat(sfd, tmp, mode&0o7777&^umask); err != nil {
 			return err
 		}
-		return unix.Fchmodat(sfd, tmp, n.inheritSgid(mode&0o7777, true), 0)
+		if !n.setgidDir() {
+			return nil
+		}
+		// A setgid parent passes its bit on; the scratch dir is not setgid.
+		// Only that bit is added: the group bits may be an inherited ACL's mask.
+		var st unix.Stat_t
+		if err := unix.Fstatat(sfd, tmp, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return err
+		}
+		return unix.Fchmodat(sfd, tmp, st.Mode&0o7777|unix.S_ISGID, 0)
 	}, out)
 }
 
-// inheritSgid adds the setgid bit that a new directory inherits from a setgid
-// parent (the scratch dir is not setgid, so mkdir there does not do it).
-func (n *node) inheritSgid(mode uint32, isDir bool) uint32 {
-	if !isDir {
-		return mode
-	}
+// setgidDir reports whether n has the setgid bit.
+func (n *node) setgidDir() bool {
 	l, p, errno := n.top()
 	var st unix.Stat_t
-	if errno == 0 && l.lstat(p, &st) == nil && st.Mode&unix.S_ISGID != 0 {
-		mode |= unix.S_ISGID
-	}
-	return mode
+	return errno == 0 && l.lstat(p, &st) == nil && st.Mode&unix.S_ISGID != 0
 }
 
 func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return n.create(ctx, name, mode, func(sfd int, tmp string) error {
-		if err := unix.Mknodat(sfd, tmp, mode, int(dev)); err != nil {
-			return err
-		}
-		return unix.Fchmodat(sfd, tmp, mode&0o7777, 0)
+	return n.create(ctx, name, mode, func(sfd int, tmp string, umask uint32) error {
+		return unix.Mknodat(sfd, tmp, mode&^(umask&0o777), int(dev))
 	}, out)
 }
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return n.create(ctx, name, unix.S_IFLNK, func(sfd int, tmp string) error {
+	return n.create(ctx, name, unix.S_IFLNK, func(sfd int, tmp string, _ uint32) error {
 		return unix.Symlinkat(target, sfd, tmp)
 	}, out)
 }
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	fd := -1
-	in, errno := n.create(ctx, name, unix.S_IFREG|mode, func(sfd int, tmp string) error {
+	in, errno := n.create(ctx, name, unix.S_IFREG|mode, func(sfd int, tmp string, umask uint32) error {
 		var err error
 		fl := int(flags) &^ (unix.O_TRUNC | unix.O_EXCL | unix.O_CREAT | unix.O_NOFOLLOW)
-		fd, err = unix.Openat(sfd, tmp, fl|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, mode&0o7777)
-		if err != nil {
-			return err
-		}
-		return unix.Fchmod(fd, mode&0o7777)
+		fd, err = unix.Openat(sfd, tmp, fl|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, mode&0o7777&^umask)
+		return err
 	}, out)
 	if errno != 0 {
 		if fd >= 0 {
@@ -238,7 +258,7 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 		return nil, toErrno(err)
 	}
 	defer unix.Close(tfd)
-	errno = n.place(ctx, name, 0, false, func(sfd int, tmp string) error {
+	errno = n.place(ctx, name, 0, false, func(sfd int, tmp string, _ uint32) error {
 		return unix.Linkat(tfd, tname, sfd, tmp, 0)
 	})
 	if errno != 0 {
@@ -685,7 +705,7 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 
 // linkTmpfile gives the unnamed O_TMPFILE node t (open as fd) the name name.
 func (n *node) linkTmpfile(ctx context.Context, t *node, fd int, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	errno := n.place(ctx, name, 0, false, func(sfd int, tmp string) error {
+	errno := n.place(ctx, name, 0, false, func(sfd int, tmp string, _ uint32) error {
 		return unix.Linkat(unix.AT_FDCWD, cow.ProcPath(fd, ""), sfd, tmp, unix.AT_SYMLINK_FOLLOW)
 	})
 	if errno != 0 {

@@ -126,6 +126,7 @@ func (o *options) fsConfig() (fs.Config, fs.MountOptions) {
 		StaticNlink: o.StaticNlink,
 		NoXattrs:    o.NoXattrs,
 		NoFsync:     o.NoFsync,
+		NoACL:       o.NoACL,
 	}
 	if o.TimeoutSet {
 		cfg.Timeout = o.Timeout

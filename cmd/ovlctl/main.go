@@ -171,7 +171,6 @@ func (c *command) run(args []string, minArgs, maxArgs int, fn func(*command) err
 	return fn(c)
 }
 
-
 func printJSON(v any) error {
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")

@@ -41,3 +41,12 @@ func SameOrigin(v []byte, dfd int, name string) bool {
 	}
 	return int32(v[4]) == fh.Type() && bytes.Equal(v[fhHeader:], fh.Bytes())
 }
+
+// OriginHandle returns the filesystem's file handle inside the X(origin) value
+// v, for open_by_handle_at.
+func OriginHandle(v []byte) (unix.FileHandle, bool) {
+	if len(v) <= fhHeader || v[0] != fhVersion || v[1] != fhMagic || int(v[2]) != len(v) {
+		return unix.FileHandle{}, false
+	}
+	return unix.NewFileHandle(int32(v[4]), v[fhHeader:]), true
+}

@@ -24,8 +24,11 @@ type Config struct {
 	NoXattrs bool
 	// NoACL leaves POSIX ACLs unenforced (noacl), as a filesystem without them.
 	NoACL bool
-	// Timeout is the kernel's entry and attribute cache lifetime.
-	Timeout time.Duration
+	// Timeout is the kernel's entry and attribute cache lifetime; nil means
+	// DefaultTimeout. Every change made through the mount reaches the kernel's
+	// caches at once; the timeout only bounds how long a change made to the
+	// layers behind the mount's back may stay unseen.
+	Timeout *time.Duration
 	// NoFsync ignores fsync (fsync=0, volatile).
 	NoFsync bool
 	// UIDMap and GIDMap shift owners between the disk and the mount
@@ -34,3 +37,8 @@ type Config struct {
 	// SquashUID and SquashGID, when set, show every file as owned by that ID.
 	SquashUID, SquashGID *uint32
 }
+
+// DefaultTimeout is long: the daemon owns its layers, every change made through
+// the mount reaches the kernel's caches at once, and cache hits are what make a
+// FUSE overlay fast.
+const DefaultTimeout = time.Hour

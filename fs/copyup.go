@@ -104,9 +104,9 @@ func (n *node) copyUpLocked(dfd int, name string, noData bool) syscall.Errno {
 	}
 	if !n.isDir {
 		var st unix.Stat_t
-		if unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
-			n.upperIno = r.upper.inoBits | st.Ino
-			r.copied.Store(n.upperIno, n.StableAttr())
+		if btime, err := statxAt(dfd, name, &st); err == nil {
+			n.copiedAs = copiedKey{r.upper.inoBits | st.Ino, btime}
+			r.copied.Store(n.copiedAs, n.StableAttr())
 		}
 	}
 	n.mu.Lock()
@@ -158,7 +158,7 @@ func (n *node) OnForget() {
 	if v, ok := n.root.tmpfiles.LoadAndDelete(n); ok {
 		unix.Close(v.(int))
 	}
-	if n.upperIno != 0 {
-		n.root.copied.CompareAndDelete(n.upperIno, n.StableAttr())
+	if n.copiedAs.ino != 0 {
+		n.root.copied.CompareAndDelete(n.copiedAs, n.StableAttr())
 	}
 }

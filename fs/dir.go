@@ -52,7 +52,9 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle
 	if errno != 0 {
 		return nil, 0, errno
 	}
-	return &dirHandle{n: n, ents: ents}, 0, 0
+	// The kernel may keep the listing: every change of the directory made
+	// through the mount invalidates it.
+	return &dirHandle{n: n, ents: ents}, fuse.FOPEN_CACHE_DIR, 0
 }
 
 func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {

@@ -57,7 +57,9 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if errno != 0 {
 		return nil, 0, errno
 	}
-	return n.newHandle(fd, flags), 0, 0
+	// The page cache stays valid across opens: every write goes through the
+	// mount, and the kernel drops pages whose file changed size or mtime.
+	return n.newHandle(fd, flags), fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // openData opens the file holding n's data with the open(2) flags fl.

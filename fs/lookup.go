@@ -26,6 +26,9 @@ type found struct {
 	// ino the inode number shown instead of the upper's: the origin's.
 	origin []byte
 	ino    uint64
+	// btime is the birth time of an upper entry: it tells a file from an
+	// earlier one whose inode number the filesystem reused.
+	btime uint64
 }
 
 // redirect is an X(redirect) in force while walking down the layers.
@@ -102,9 +105,15 @@ func (n *node) lookupName(name string) (*found, syscall.Errno) {
 }
 
 // originIno shows a copied-up non-directory with the inode number of the lower
-// file it was copied from, when that file is still at the same place below, so
-// that st_ino survives copy-up and remounts as with the kernel overlay.
+// file it was copied from, so that st_ino survives copy-up and remounts, and
+// is the same for every name of the copy, as with the kernel overlay. The
+// origin's file handle is decoded where the daemon may (root); otherwise the
+// lower file at the same path is taken when its handle matches.
 func (n *node) originIno(name string, res *found) {
+	if ino, ok := n.root.decodeOrigin(res.origin); ok {
+		res.ino = ino
+		return
+	}
 	low, errno := n.lowerLookup(name)
 	if errno != 0 || low.isDir {
 		return
@@ -130,7 +139,14 @@ func (n *node) lookupIn(l *layer, dfd int, lname string, entry layerEntry, resp 
 	if err := unix.Fstatat(dfd, whiteout.MarkerFor(lname), &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
 		return true, 0 // ".wh.NAME": hidden here and below
 	}
-	if err := unix.Fstatat(dfd, lname, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	var btime uint64
+	var err error
+	if l.upper {
+		btime, err = statxAt(dfd, lname, &st)
+	} else {
+		err = unix.Fstatat(dfd, lname, &st, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	if err != nil {
 		if err == unix.ENOENT {
 			return false, 0
 		}
@@ -145,7 +161,7 @@ func (n *node) lookupIn(l *layer, dfd int, lname string, entry layerEntry, resp 
 	}
 	switch {
 	case res == nil:
-		res = &found{layer: l, st: st, stack: []layerEntry{entry}}
+		res = &found{layer: l, st: st, stack: []layerEntry{entry}, btime: btime}
 		*resp = res
 		if l.upper {
 			res.origin, _ = getxattrAt(dfd, lname, ns.Key(whiteout.Origin))
@@ -323,18 +339,23 @@ func (n *node) newChild(ctx context.Context, name string, res *found, out *fuse.
 	}
 	id := gofs.StableAttr{Mode: res.st.Mode & unix.S_IFMT, Ino: ino}
 	switch {
+	case res.layer.upper && !res.isDir && n.copiedID(res, &id):
+		// Another name of a file this mount copied up: the same node.
+	case res.layer.upper && res.isDir && res.ino != 0:
+		// A copied-up directory keeps the identity it had in the lower layer,
+		// so that the nodes below it stay attached to it.
+	case res.layer.upper:
+		// The upper file itself, whatever its name: copies of several names
+		// of one lower inode share their origin's number but are different
+		// files, and inode numbers are reused after a delete, where a node of
+		// the old file the kernel has not forgotten yet must not be revived.
+		id.Gen = fileGen(res.layer.inoBits|res.st.Ino, res.btime)
 	case res.isDir:
-	case !res.layer.upper && res.st.Nlink > 1:
+	case res.st.Nlink > 1:
 		// Hard links inside lower layers are separate files in the merged view
 		// (a copy-up of one name leaves the others alone, as with the kernel
 		// without index): same st_ino, one node per name.
 		id.Gen = linkGen(n.StableAttr().Ino, res.stack[0].path, name)
-	case res.layer.upper && n.copiedID(res, &id):
-		// Another name of a file this mount copied up: the same node.
-	case res.ino != 0:
-		// Copies of several such names share their origin's number but are
-		// different upper files; links to one upper file are one node.
-		id.Gen = res.layer.inoBits | res.st.Ino
 	}
 	in := n.NewInode(ctx, child, id)
 	if c := in.Operations().(nodeOps).ovl(); c != child {
@@ -366,12 +387,88 @@ func linkGen(dirIno uint64, path, name string) uint64 {
 	return h.Sum64() | 1
 }
 
+// fileGen tells apart upper files: a hash of the inode number and the birth
+// time, which differ between a file and one that reuses its number.
+func fileGen(ino, btime uint64) uint64 {
+	h := fnv.New64a()
+	var b [16]byte
+	binary.LittleEndian.PutUint64(b[:8], ino)
+	binary.LittleEndian.PutUint64(b[8:], btime)
+	h.Write(b[:])
+	return h.Sum64() | 1
+}
+
 // copiedID sets id to the identity of the node of an upper file copied up by
 // this mount, when res is one of its names.
 func (n *node) copiedID(res *found, id *gofs.StableAttr) bool {
-	v, ok := n.root.copied.Load(res.layer.inoBits | res.st.Ino)
+	v, ok := n.root.copied.Load(copiedKey{res.layer.inoBits | res.st.Ino, res.btime})
 	if ok {
 		*id = v.(gofs.StableAttr)
 	}
 	return ok
+}
+
+// copiedKey names an upper file: its inode number and birth time.
+type copiedKey struct{ ino, btime uint64 }
+
+// statxAt stats name of dfd like fstatat and also returns its birth time (0
+// where the filesystem does not keep one).
+func statxAt(dfd int, name string, st *unix.Stat_t) (uint64, error) {
+	var sx unix.Statx_t
+	if err := unix.Statx(dfd, name, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &sx); err != nil {
+		return 0, err
+	}
+	*st = unix.Stat_t{
+		Dev:     unix.Mkdev(sx.Dev_major, sx.Dev_minor),
+		Ino:     sx.Ino,
+		Nlink:   uint64(sx.Nlink),
+		Mode:    uint32(sx.Mode),
+		Uid:     sx.Uid,
+		Gid:     sx.Gid,
+		Rdev:    unix.Mkdev(sx.Rdev_major, sx.Rdev_minor),
+		Size:    int64(sx.Size),
+		Blksize: int64(sx.Blksize),
+		Blocks:  int64(sx.Blocks),
+		Atim:    unix.Timespec{Sec: sx.Atime.Sec, Nsec: int64(sx.Atime.Nsec)},
+		Mtim:    unix.Timespec{Sec: sx.Mtime.Sec, Nsec: int64(sx.Mtime.Nsec)},
+		Ctim:    unix.Timespec{Sec: sx.Ctime.Sec, Nsec: int64(sx.Ctime.Nsec)},
+	}
+	if sx.Mask&unix.STATX_BTIME == 0 {
+		return 0, nil
+	}
+	return uint64(sx.Btime.Sec)*1e9 + uint64(sx.Btime.Nsec), nil
+}
+
+// decodeOrigin finds the inode number of the lower file that the X(origin)
+// value v names, by opening its file handle on the lower layers' filesystems.
+func (r *Root) decodeOrigin(v []byte) (uint64, bool) {
+	if r.noHandles.Load() {
+		return 0, false
+	}
+	fh, ok := cow.OriginHandle(v)
+	if !ok {
+		return 0, false
+	}
+	tried := map[uint64]bool{}
+	for _, l := range r.layers {
+		if l.upper || tried[l.dev] {
+			continue
+		}
+		tried[l.dev] = true
+		fd, err := unix.OpenByHandleAt(l.fd, fh, unix.O_PATH|unix.O_CLOEXEC)
+		if err == unix.EPERM {
+			r.noHandles.Store(true) // not privileged: never again
+			return 0, false
+		}
+		if err != nil {
+			continue
+		}
+		var st unix.Stat_t
+		err = unix.Fstat(fd, &st)
+		unix.Close(fd)
+		if err == nil && st.Dev == l.dev {
+			return l.inoBits | st.Ino, true
+		}
+	}
+	return 0, false
 }

@@ -33,8 +33,8 @@ type node struct {
 	metacopy bool
 	// gen counts copy-ups, so that open handles move to the upper copy.
 	gen uint32
-	// upperIno is the upper inode of a non-directory copied up by this mount.
-	upperIno uint64
+	// copiedAs is the upper file of a non-directory copied up by this mount.
+	copiedAs copiedKey
 
 	// copyMu serialises copy-ups of this node.
 	copyMu sync.Mutex

@@ -9,7 +9,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
-	"time"
+	"sync/atomic"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -31,11 +31,13 @@ type Root struct {
 	// copied maps the upper inode of a file copied up in this mount to the
 	// identity of its node, so that another name of that upper file (a link
 	// made later) is the same node and not a second, stale-cached one.
-	copied sync.Map // uint64 -> gofs.StableAttr
+	copied sync.Map // copiedKey -> gofs.StableAttr
 	// ids shifts owners (nil: none).
 	ids *idMapper
 	// tmpfiles holds an fd of each O_TMPFILE node not linked in yet.
 	tmpfiles sync.Map // *node -> int
+	// noHandles is set once open_by_handle_at was refused (not root).
+	noHandles atomic.Bool
 }
 
 // NewRoot opens the layers of cfg. Each layer is opened once, as a directory fd
@@ -127,9 +129,9 @@ func DefaultNS() whiteout.NS {
 func (r *Root) NS() whiteout.NS { return r.ns }
 
 func (r *Root) options(mo MountOptions) *gofs.Options {
-	timeout := r.cfg.Timeout
-	if timeout == 0 {
-		timeout = time.Second
+	timeout := DefaultTimeout
+	if r.cfg.Timeout != nil {
+		timeout = *r.cfg.Timeout
 	}
 	name := mo.FsName
 	if name == "" {
@@ -141,9 +143,12 @@ func (r *Root) options(mo MountOptions) *gofs.Options {
 		NegativeTimeout: &timeout,
 		NullPermissions: true,
 		MountOptions: fuse.MountOptions{
-			FsName:      name,
-			Name:        "ovlfs",
-			AllowOther:  mo.AllowOther,
+			FsName: name,
+			Name:   "ovlfs",
+			// Like fuse-overlayfs, a mount by root (also root of a user
+			// namespace) serves every user: containers run processes under
+			// many IDs. default_permissions keeps the modes in force.
+			AllowOther:  mo.AllowOther || os.Geteuid() == 0,
 			Debug:       mo.Debug,
 			DirectMount: true,
 			EnableLocks: true,

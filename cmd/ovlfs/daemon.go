@@ -129,7 +129,8 @@ func (o *options) fsConfig() (fs.Config, fs.MountOptions) {
 		NoACL:       o.NoACL,
 	}
 	if o.TimeoutSet {
-		cfg.Timeout = o.Timeout
+		t := o.Timeout
+		cfg.Timeout = &t
 	}
 	for _, m := range o.UIDMap {
 		cfg.UIDMap = append(cfg.UIDMap, fs.IDMap{Disk: m.Disk, View: m.View, Size: m.Size})

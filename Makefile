@@ -13,7 +13,7 @@ BINS := bin/ovlfs $(if $(wildcard cmd/ovlctl/*.go),bin/ovlctl)
 # Unit-tested packages that exist (empty directories are not in git).
 UNIT := $(foreach d,cmd fs whiteout cow layout,$(if $(wildcard $(d)),./$(d)/...))
 
-.PHONY: all build deps test unit mounttest demo install clean
+.PHONY: all build deps test unit mounttest demo e2e install clean
 
 all: build
 
@@ -43,6 +43,12 @@ test: deps build
 
 demo: deps build
 	bash tests/demo.sh
+
+# Podman and Buildah from Debian with bin/ovlfs as mount_program, as root and
+# rootless (installs podman, buildah, runc, uidmap, busybox-static; creates
+# the user ovlfs-e2e). See tests/e2e/e2e.sh.
+e2e: deps build
+	bash tests/e2e/e2e.sh
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin

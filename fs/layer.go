@@ -21,6 +21,7 @@ type layer struct {
 	// on different filesystems never hand out the same st_ino.
 	inoBits uint64
 	dev     uint64
+	fsType  int64 // statfs f_type
 }
 
 // resolveFlags keep every path walk inside the layer: no symlinks, no "..", no

@@ -114,6 +114,10 @@ func (n *node) originIno(name string, res *found) {
 		res.ino = ino
 		return
 	}
+	if ino, ok := n.root.parseOrigin(res.origin); ok {
+		res.ino = ino
+		return
+	}
 	low, errno := n.lowerLookup(name)
 	if errno != 0 || low.isDir {
 		return
@@ -468,6 +472,39 @@ func (r *Root) decodeOrigin(v []byte) (uint64, bool) {
 		unix.Close(fd)
 		if err == nil && st.Dev == l.dev {
 			return l.inoBits | st.Ino, true
+		}
+	}
+	return 0, false
+}
+
+// Filesystems whose file handles start with the inode number (FILEID_INO32_GEN
+// and FILEID_INO64_GEN): ext2/3/4 and XFS.
+const (
+	ext4Magic = 0xEF53
+	xfsMagic  = 0x58465342
+)
+
+// parseOrigin reads the inode number out of the X(origin) handle where the
+// daemon may not open handles (rootless) and the lower layer's filesystem
+// puts the inode number first in its handles.
+func (r *Root) parseOrigin(v []byte) (uint64, bool) {
+	fh, ok := cow.OriginHandle(v)
+	if !ok {
+		return 0, false
+	}
+	b := fh.Bytes()
+	var ino uint64
+	switch {
+	case fh.Type() == 1 && len(b) >= 8: // FILEID_INO32_GEN: u32 ino, u32 gen
+		ino = uint64(binary.NativeEndian.Uint32(b))
+	case fh.Type() == 0x81 && len(b) >= 12: // FILEID_INO64_GEN: u64 ino, u32 gen
+		ino = binary.NativeEndian.Uint64(b)
+	default:
+		return 0, false
+	}
+	for _, l := range r.layers {
+		if !l.upper && (l.fsType == ext4Magic || l.fsType == xfsMagic) {
+			return l.inoBits | ino, true
 		}
 	}
 	return 0, false

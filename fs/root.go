@@ -75,7 +75,9 @@ func NewRoot(cfg Config) (*Root, error) {
 			bits = uint64(len(devs)) << 56
 			devs[st.Dev] = bits
 		}
-		l := &layer{idx: i, path: p, fd: fd, upper: cfg.Upper != "" && i == 0, inoBits: bits, dev: st.Dev}
+		var sfs unix.Statfs_t
+		unix.Fstatfs(fd, &sfs)
+		l := &layer{idx: i, path: p, fd: fd, upper: cfg.Upper != "" && i == 0, inoBits: bits, dev: st.Dev, fsType: sfs.Type}
 		r.layers = append(r.layers, l)
 	}
 	if cfg.Upper != "" {

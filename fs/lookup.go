@@ -52,9 +52,16 @@ func (n *node) lookupName(name string) (*found, syscall.Errno) {
 	var res *found
 	var rd redirect
 	rooted := false
+	var idx *dirIndex
+	if len(base) > 1 || (len(base) == 1 && !r.layers[base[0].layer].upper) {
+		idx = n.index()
+	}
 	for i := 0; i < len(base); i++ {
 		e := base[i]
 		l := r.layers[e.layer]
+		if idx != nil && !rooted && rd.name == "" && !l.upper && !idx.mayHold(e.layer, name) {
+			continue // this layer has neither the name nor its marker
+		}
 		var dirPath, lname, explicit string
 		switch {
 		case rd.abs != "":

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -38,6 +39,8 @@ type node struct {
 
 	// copyMu serialises copy-ups of this node.
 	copyMu sync.Mutex
+	// idx indexes the names of a directory's lower layers (nil: not built).
+	idx atomic.Pointer[dirIndex]
 }
 
 var (

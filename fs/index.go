@@ -23,18 +23,17 @@ func nameHash(name string) uint64 {
 	return h.Sum64()
 }
 
-// mayHold reports whether lower layer li may hold name or its ".wh." marker.
-// Layers the index does not know may hold anything.
+// mayHold reports whether lower layer li may hold name. Layers the index
+// does not know may hold anything; a nil index knows no layer.
 func (x *dirIndex) mayHold(li int32, name string) bool {
+	if x == nil {
+		return true
+	}
 	hs, ok := x.layers[li]
 	if !ok {
 		return true
 	}
 	_, found := slices.BinarySearch(hs, nameHash(name))
-	if found {
-		return true
-	}
-	_, found = slices.BinarySearch(hs, nameHash(".wh."+name))
 	return found
 }
 

@@ -59,8 +59,12 @@ func (n *node) lookupName(name string) (*found, syscall.Errno) {
 	for i := 0; i < len(base); i++ {
 		e := base[i]
 		l := r.layers[e.layer]
-		if idx != nil && !rooted && rd.name == "" && !l.upper && !idx.mayHold(e.layer, name) {
-			continue // this layer has neither the name nor its marker
+		// Where the layer's names are indexed, skip it without a system
+		// call unless it holds the name or its ".wh." marker.
+		useIdx := idx != nil && !rooted && rd.name == "" && !l.upper
+		marker := !useIdx || idx.mayHold(e.layer, whiteout.MarkerFor(name))
+		if useIdx && !marker && !idx.mayHold(e.layer, name) {
+			continue
 		}
 		var dirPath, lname, explicit string
 		switch {
@@ -85,7 +89,7 @@ func (n *node) lookupName(name string) (*found, syscall.Errno) {
 			}
 			return nil, toErrno(err)
 		}
-		stop, errno := n.lookupIn(l, dfd, lname, layerEntry{layer: e.layer, path: explicit}, &res, &rd)
+		stop, errno := n.lookupIn(l, dfd, lname, marker, layerEntry{layer: e.layer, path: explicit}, &res, &rd)
 		unix.Close(dfd)
 		if errno != 0 {
 			return nil, errno
@@ -141,13 +145,14 @@ func (n *node) originIno(name string, res *found) {
 	}
 }
 
-// lookupIn examines lname in the directory dfd of layer l and updates the walk.
-// It reports whether the walk stops here.
-func (n *node) lookupIn(l *layer, dfd int, lname string, entry layerEntry, resp **found, rd *redirect) (bool, syscall.Errno) {
+// lookupIn examines lname in the directory dfd of layer l and updates the walk;
+// marker says whether a ".wh." marker of it may be there. It reports whether
+// the walk stops here.
+func (n *node) lookupIn(l *layer, dfd int, lname string, marker bool, entry layerEntry, resp **found, rd *redirect) (bool, syscall.Errno) {
 	ns := n.root.ns
 	res := *resp
 	var st unix.Stat_t
-	if err := unix.Fstatat(dfd, whiteout.MarkerFor(lname), &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
+	if marker && unix.Fstatat(dfd, whiteout.MarkerFor(lname), &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
 		return true, 0 // ".wh.NAME": hidden here and below
 	}
 	var btime uint64

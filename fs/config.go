@@ -31,6 +31,9 @@ type Config struct {
 	Timeout *time.Duration
 	// NoFsync ignores fsync (fsync=0, volatile).
 	NoFsync bool
+	// NoPassthrough serves every read and write through FUSE requests, even
+	// where the kernel would let upper files be passed through.
+	NoPassthrough bool
 	// UIDMap and GIDMap shift owners between the disk and the mount
 	// (uidmapping=, gidmapping=); empty: no shifting.
 	UIDMap, GIDMap []IDMap

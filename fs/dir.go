@@ -13,12 +13,13 @@ import (
 	"github.com/ovlfs/ovlfs/whiteout"
 )
 
-// dirHandle is an open merged directory. The listing is merged once at opendir,
-// so offsets (index+1) stay stable for seekdir/telldir while it is open.
+// dirHandle is an open merged directory. The listing is merged once, at the
+// first read (not at opendir, so that it is as fresh as the first READDIR), and
+// offsets (index+1) stay stable for seekdir/telldir while it is open.
 type dirHandle struct {
 	n    *node
 	mu   sync.Mutex
-	ents []fuse.DirEntry
+	ents []fuse.DirEntry // nil until the first read
 	pos  int
 }
 
@@ -48,18 +49,31 @@ func (h *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
 }
 
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	ents, errno := n.mergedEntries()
-	if errno != 0 {
-		return nil, 0, errno
+	// No FOPEN_CACHE_DIR: with it, readdir under concurrent creates in the
+	// same directory missed names the reader had just made (TestRelLoad).
+	return &dirHandle{n: n}, 0, 0
+}
+
+// loadLocked merges the listing if that has not happened yet.
+// Preconditions: h.mu is locked.
+func (h *dirHandle) loadLocked() syscall.Errno {
+	if h.ents != nil {
+		return 0
 	}
-	// The kernel may keep the listing: every change of the directory made
-	// through the mount invalidates it.
-	return &dirHandle{n: n, ents: ents}, fuse.FOPEN_CACHE_DIR, 0
+	ents, errno := h.n.mergedEntries()
+	if errno != 0 {
+		return errno
+	}
+	h.ents = ents
+	return 0
 }
 
 func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if errno := h.loadLocked(); errno != 0 {
+		return nil, errno
+	}
 	if h.pos >= len(h.ents) {
 		return nil, 0
 	}
@@ -72,6 +86,9 @@ func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if errno := h.loadLocked(); errno != 0 {
+		return errno
+	}
 	if off > uint64(len(h.ents)) {
 		off = uint64(len(h.ents))
 	}

@@ -23,6 +23,9 @@ type fileHandle struct {
 	gen      uint32
 	writable bool
 	noFsync  bool
+	// cached: the kernel serves this open through FUSE requests (and its page
+	// cache), not through passthrough to the layer file.
+	cached bool
 }
 
 var (
@@ -76,12 +79,39 @@ func (n *node) newHandle(fd int, flags uint32) *fileHandle {
 	n.mu.Lock()
 	gen := n.gen
 	n.mu.Unlock()
-	return &fileHandle{
+	h := &fileHandle{
 		n: n, fd: fd, gen: gen,
 		flags:    int(flags) & openFlags &^ unix.O_TRUNC,
 		writable: flags&(unix.O_WRONLY|unix.O_RDWR) != 0,
 		noFsync:  n.root.cfg.NoFsync,
 	}
+	if !n.root.passthrough || !n.inUpper() {
+		h.setCached()
+	}
+	return h
+}
+
+func (f *fileHandle) setCached() {
+	f.cached = true
+	f.n.cachedOpens.Add(1)
+}
+
+var _ = (gofs.FilePassthroughFder)((*fileHandle)(nil))
+
+// PassthroughFd lets the kernel read and write an upper file directly (FUSE
+// passthrough, root only). go-fuse asks once per node while no open of it is
+// passed through, and then passes every later open through too. The kernel
+// refuses to mix passthrough and cached opens of one inode, so a node with
+// cached opens (made while its file was in a lower layer, which must not be
+// passed through as a copy-up would leave it behind) is not passed through.
+func (f *fileHandle) PassthroughFd() (int, bool) {
+	if f.cached || f.n.cachedOpens.Load() > 0 {
+		if !f.cached {
+			f.setCached()
+		}
+		return -1, false
+	}
+	return f.fd, true
 }
 
 // current returns the fd to use, reopening a read-only handle whose file was
@@ -124,6 +154,9 @@ func (f *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32,
 func (f *fileHandle) Release(ctx context.Context) syscall.Errno {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.cached {
+		f.n.cachedOpens.Add(-1)
+	}
 	return toErrno(unix.Close(f.fd))
 }
 

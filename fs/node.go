@@ -41,6 +41,8 @@ type node struct {
 	copyMu sync.Mutex
 	// idx indexes the names of a directory's lower layers (nil: not built).
 	idx atomic.Pointer[dirIndex]
+	// cachedOpens counts open handles served without passthrough.
+	cachedOpens atomic.Int32
 }
 
 var (

@@ -38,6 +38,9 @@ type Root struct {
 	tmpfiles sync.Map // *node -> int
 	// noHandles is set once open_by_handle_at was refused (not root).
 	noHandles atomic.Bool
+	// passthrough: upper files may be served by FUSE passthrough, which the
+	// kernel allows to root in the initial user namespace only.
+	passthrough bool
 }
 
 // NewRoot opens the layers of cfg. Each layer is opened once, as a directory fd
@@ -50,6 +53,7 @@ func NewRoot(cfg Config) (*Root, error) {
 		return nil, fmt.Errorf("upperdir and workdir go together")
 	}
 	r := &Root{cfg: cfg, ns: cfg.NS, ids: newIDMapper(&cfg)}
+	r.passthrough = !cfg.NoPassthrough && os.Geteuid() == 0 && initUserNS()
 	if r.ns == 0 {
 		r.ns = DefaultNS()
 	}
@@ -113,18 +117,20 @@ func (r *Root) Close() {
 // DefaultNS is Trusted for a process that is root in the initial user namespace
 // (it may write trusted.* xattrs) and User otherwise, as the kernel's userxattr.
 func DefaultNS() whiteout.NS {
-	if os.Geteuid() != 0 {
-		return whiteout.User
-	}
-	m, err := os.ReadFile("/proc/self/uid_map")
-	if err != nil {
-		return whiteout.User
-	}
-	f := bytes.Fields(m)
-	if len(f) == 3 && string(f[0]) == "0" && string(f[1]) == "0" && string(f[2]) == "4294967295" {
+	if os.Geteuid() == 0 && initUserNS() {
 		return whiteout.Trusted
 	}
 	return whiteout.User
+}
+
+// initUserNS reports whether the process runs in the initial user namespace.
+func initUserNS() bool {
+	m, err := os.ReadFile("/proc/self/uid_map")
+	if err != nil {
+		return false
+	}
+	f := bytes.Fields(m)
+	return len(f) == 3 && string(f[0]) == "0" && string(f[1]) == "0" && string(f[2]) == "4294967295"
 }
 
 // NS returns the xattr namespace of the overlay metadata of this mount.

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -31,7 +33,7 @@ func run() int {
 		return 0
 	}
 	for _, u := range o.Unknown {
-		fmt.Fprintf(os.Stderr, "ovlfs: unknown option ignored: %s\n", u)
+		fmt.Fprintf(os.Stderr, "ovlfs: unknown option ignored: %s\n", oneLine(u))
 	}
 	if err := o.resolve(); err != nil {
 		return fail(err)
@@ -74,7 +76,7 @@ func runDaemon(o *options, fd int) int {
 }
 
 func fail(err error) int {
-	fmt.Fprintf(os.Stderr, "ovlfs: %v\n", err)
+	fmt.Fprintf(os.Stderr, "ovlfs: %s\n", oneLine(err.Error()))
 	return 1
 }
 
@@ -97,4 +99,19 @@ func printVersion() {
 		v = "dev"
 	}
 	fmt.Printf("ovlfs version %s\ngo-fuse version %s\n", v, fuseV)
+}
+
+// oneLine keeps a message on one line: control characters in it (a path with a
+// newline, say) are written as Go escapes, so that callers reading stderr by
+// lines get one line per error.
+func oneLine(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			b.WriteString(strings.Trim(strconv.QuoteRune(r), "'"))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }

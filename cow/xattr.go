@@ -18,21 +18,7 @@ func ProcPath(dfd int, name string) string {
 
 // Llistxattr lists the xattr names of path without following it.
 func Llistxattr(path string) ([]string, error) {
-	buf := make([]byte, 1024)
-	for {
-		sz, err := unix.Llistxattr(path, buf)
-		if err == unix.ERANGE && len(buf) < 1<<20 {
-			buf = make([]byte, 4*len(buf))
-			continue
-		}
-		if err == unix.ENOTSUP {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		return splitNames(buf[:sz]), nil
-	}
+	return listxattr(func(buf []byte) (int, error) { return unix.Llistxattr(path, buf) })
 }
 
 // Lgetxattr reads xattr key of path without following it.
@@ -53,9 +39,15 @@ func Lgetxattr(path, key string) ([]byte, error) {
 
 // Flistxattr lists the xattr names of the open file fd.
 func Flistxattr(fd int) ([]string, error) {
+	return listxattr(func(buf []byte) (int, error) { return unix.Flistxattr(fd, buf) })
+}
+
+// listxattr calls list with a buffer that grows until the names fit; a
+// filesystem without xattrs has none.
+func listxattr(list func([]byte) (int, error)) ([]string, error) {
 	buf := make([]byte, 1024)
 	for {
-		sz, err := unix.Flistxattr(fd, buf)
+		sz, err := list(buf)
 		if err == unix.ERANGE && len(buf) < 1<<20 {
 			buf = make([]byte, 4*len(buf))
 			continue

@@ -431,15 +431,11 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if errno := srcNode.copyUp(false); errno != 0 {
 		return errno
 	}
-	sfd, errno := n.upperDir()
+	sfd, dfd, errno := upperDirs(n, np)
 	if errno != 0 {
 		return errno
 	}
 	defer unix.Close(sfd)
-	dfd, errno := np.upperDir()
-	if errno != 0 {
-		return errno
-	}
 	defer unix.Close(dfd)
 	ns := n.root.ns
 	sp := cow.ProcPath(sfd, name)
@@ -504,17 +500,26 @@ func (n *node) exchange(ctx context.Context, name string, srcNode *node, np *nod
 	if errno := dstNode.copyUp(false); errno != 0 {
 		return errno
 	}
-	sfd, errno := n.upperDir()
+	sfd, dfd, errno := upperDirs(n, np)
 	if errno != 0 {
 		return errno
 	}
 	defer unix.Close(sfd)
-	dfd, errno := np.upperDir()
-	if errno != 0 {
-		return errno
-	}
 	defer unix.Close(dfd)
 	return toErrno(unix.Renameat2(sfd, name, dfd, newName, unix.RENAME_EXCHANGE))
+}
+
+// upperDirs opens the upper directories of a rename's source and target
+// directories, copying them up first.
+func upperDirs(src, dst *node) (sfd, dfd int, errno syscall.Errno) {
+	if sfd, errno = src.upperDir(); errno != 0 {
+		return -1, -1, errno
+	}
+	if dfd, errno = dst.upperDir(); errno != 0 {
+		unix.Close(sfd)
+		return -1, -1, errno
+	}
+	return sfd, dfd, 0
 }
 
 // childNode returns the node of child name (resolved as res), from the go-fuse

@@ -53,9 +53,9 @@ func NewRoot(cfg Config) (*Root, error) {
 		return nil, fmt.Errorf("upperdir and workdir go together")
 	}
 	r := &Root{cfg: cfg, ns: cfg.NS, ids: newIDMapper(&cfg)}
-	r.passthrough = !cfg.NoPassthrough && os.Geteuid() == 0 && initUserNS()
+	r.passthrough = !cfg.NoPassthrough && os.Geteuid() == 0 && whiteout.InitUserNS()
 	if r.ns == 0 {
-		r.ns = DefaultNS()
+		r.ns = whiteout.DefaultNS()
 	}
 	paths := cfg.Lowers
 	if cfg.Upper != "" {
@@ -112,25 +112,6 @@ func (r *Root) Close() {
 	if r.scratch != nil {
 		r.scratch.Close()
 	}
-}
-
-// DefaultNS is Trusted for a process that is root in the initial user namespace
-// (it may write trusted.* xattrs) and User otherwise, as the kernel's userxattr.
-func DefaultNS() whiteout.NS {
-	if os.Geteuid() == 0 && initUserNS() {
-		return whiteout.Trusted
-	}
-	return whiteout.User
-}
-
-// initUserNS reports whether the process runs in the initial user namespace.
-func initUserNS() bool {
-	m, err := os.ReadFile("/proc/self/uid_map")
-	if err != nil {
-		return false
-	}
-	f := bytes.Fields(m)
-	return len(f) == 3 && string(f[0]) == "0" && string(f[1]) == "0" && string(f[2]) == "4294967295"
 }
 
 // NS returns the xattr namespace of the overlay metadata of this mount.

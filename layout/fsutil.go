@@ -13,24 +13,6 @@ import (
 	"github.com/ovlfs/ovlfs/whiteout"
 )
 
-// DefaultNS is Trusted for a process that is root in the initial user
-// namespace and User otherwise: the same rule as ovlfs (fs.DefaultNS), copied
-// here because layout must not import fs.
-func DefaultNS() whiteout.NS {
-	if os.Geteuid() != 0 {
-		return whiteout.User
-	}
-	m, err := os.ReadFile("/proc/self/uid_map")
-	if err != nil {
-		return whiteout.User
-	}
-	f := bytes.Fields(m)
-	if len(f) == 3 && string(f[0]) == "0" && string(f[1]) == "0" && string(f[2]) == "4294967295" {
-		return whiteout.Trusted
-	}
-	return whiteout.User
-}
-
 // openBeneath opens rel below the directory dfd without following any symlink
 // and without leaving dfd.
 func openBeneath(dfd int, rel string, flags int, mode uint32) (int, error) {

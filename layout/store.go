@@ -115,7 +115,7 @@ func Open(root string) (*Store, error) {
 	if err != nil {
 		return nil, &os.PathError{Op: "open store", Path: abs, Err: err}
 	}
-	s := &Store{Root: abs, NS: DefaultNS(), fd: fd}
+	s := &Store{Root: abs, NS: whiteout.DefaultNS(), fd: fd}
 	for _, d := range []string{linkDir, metaDir, trashDir, mountsDir} {
 		if err := unix.Mkdirat(fd, d, 0o700); err != nil && err != unix.EEXIST {
 			unix.Close(fd)

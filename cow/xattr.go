@@ -1,7 +1,10 @@
 package cow
 
 import (
+	"runtime"
 	"strconv"
+	"sync/atomic"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -75,4 +78,45 @@ func splitNames(b []byte) []string {
 		}
 	}
 	return out
+}
+
+// xattrArgs is the kernel's struct xattr_args (getxattrat, Linux 6.13+).
+type xattrArgs struct {
+	value uint64
+	size  uint32
+	flags uint32
+}
+
+// noXattrat is set once the kernel has answered getxattrat with ENOSYS.
+var noXattrat atomic.Bool
+
+// Getxattrat reads xattr key of entry name of the directory dfd into buf,
+// never following name if it is a symlink: getxattrat(2) where the kernel has
+// it (one call, no path walk), else lgetxattr through /proc/self/fd.
+func Getxattrat(dfd int, name, key string, buf []byte) (int, error) {
+	if !noXattrat.Load() {
+		p, err := unix.BytePtrFromString(name)
+		if err != nil {
+			return 0, err
+		}
+		k, err := unix.BytePtrFromString(key)
+		if err != nil {
+			return 0, err
+		}
+		args := xattrArgs{size: uint32(len(buf))}
+		if len(buf) > 0 {
+			args.value = uint64(uintptr(unsafe.Pointer(&buf[0])))
+		}
+		n, _, errno := unix.Syscall6(unix.SYS_GETXATTRAT, uintptr(dfd), uintptr(unsafe.Pointer(p)),
+			unix.AT_SYMLINK_NOFOLLOW, uintptr(unsafe.Pointer(k)), uintptr(unsafe.Pointer(&args)), unsafe.Sizeof(args))
+		runtime.KeepAlive(buf)
+		if errno != unix.ENOSYS {
+			if errno != 0 {
+				return 0, errno
+			}
+			return int(n), nil
+		}
+		noXattrat.Store(true)
+	}
+	return unix.Lgetxattr(ProcPath(dfd, name), key, buf)
 }

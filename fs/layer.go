@@ -97,7 +97,7 @@ func getxattrAt(dfd int, name, key string) ([]byte, error) {
 		if name == "" {
 			n, err = unix.Fgetxattr(dfd, key, buf)
 		} else {
-			n, err = unix.Lgetxattr(cow.ProcPath(dfd, name), key, buf)
+			n, err = cow.Getxattrat(dfd, name, key, buf)
 		}
 		switch {
 		case err == nil:

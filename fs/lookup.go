@@ -186,7 +186,7 @@ func (n *node) lookupIn(l *layer, dfd int, lname string, marker bool, entry laye
 			res.isDir = true
 			return n.dirLayer(dfd, lname, rd)
 		}
-		if typ == unix.S_IFREG && hasXattrAt(dfd, lname, ns.Key(whiteout.Metacopy)) {
+		if typ == unix.S_IFREG && mayBeMetacopy(&st) && hasXattrAt(dfd, lname, ns.Key(whiteout.Metacopy)) {
 			res.metacopy = true
 			return n.fileRedirect(dfd, lname, rd)
 		}
@@ -204,7 +204,7 @@ func (n *node) lookupIn(l *layer, dfd int, lname string, marker bool, entry laye
 		if typ != unix.S_IFREG {
 			return true, 0
 		}
-		if hasXattrAt(dfd, lname, ns.Key(whiteout.Metacopy)) {
+		if mayBeMetacopy(&st) && hasXattrAt(dfd, lname, ns.Key(whiteout.Metacopy)) {
 			return n.fileRedirect(dfd, lname, rd)
 		}
 		res.stack = append(res.stack[:1], entry)
@@ -520,4 +520,12 @@ func (r *Root) parseOrigin(v []byte) (uint64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// mayBeMetacopy reports whether a regular file can be a metacopy file that
+// matters: those hold no data of their own (the kernel makes them with a size
+// but no blocks), so a file with data blocks needs no xattr read.
+func mayBeMetacopy(st *unix.Stat_t) bool {
+	// An empty file shows the same whether or not it is a metacopy one.
+	return st.Blocks == 0 && st.Size > 0
 }

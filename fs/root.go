@@ -143,8 +143,10 @@ func (r *Root) options(mo MountOptions) *gofs.Options {
 			EnableLocks: true,
 			// The kernel enforces POSIX ACLs, read through Getxattr. It then
 			// leaves the umask to us (DONT_MASK): a default ACL replaces it.
-			EnableAcl:         r.acl(),
-			ExtraCapabilities: dontMask(r.acl()),
+			EnableAcl: r.acl(),
+			// READDIRPLUS_AUTO: the kernel asks for attributes with the
+			// listing only where the reader goes on to stat the entries.
+			ExtraCapabilities: dontMask(r.acl()) | fuse.CAP_READDIRPLUS_AUTO,
 			DisableXAttrs:     r.cfg.NoXattrs,
 			MaxWrite:          1 << 20,
 			// The kernel checks permissions from the modes we report, as it

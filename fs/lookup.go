@@ -523,9 +523,9 @@ func (r *Root) parseOrigin(v []byte) (uint64, bool) {
 }
 
 // mayBeMetacopy reports whether a regular file can be a metacopy file that
-// matters: those hold no data of their own (the kernel makes them with a size
-// but no blocks), so a file with data blocks needs no xattr read.
+// matters. Those hold no data of their own: their st_blocks count only the
+// block or two that hold their xattrs. So a file with more blocks needs no
+// xattr read, and neither does an empty one (it shows the same either way).
 func mayBeMetacopy(st *unix.Stat_t) bool {
-	// An empty file shows the same whether or not it is a metacopy one.
-	return st.Blocks == 0 && st.Size > 0
+	return st.Size > 0 && st.Blocks*512 <= 8192
 }

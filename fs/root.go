@@ -146,7 +146,10 @@ func (r *Root) options(mo MountOptions) *gofs.Options {
 			EnableAcl: r.acl(),
 			// READDIRPLUS_AUTO: the kernel asks for attributes with the
 			// listing only where the reader goes on to stat the entries.
-			ExtraCapabilities: dontMask(r.acl()) | fuse.CAP_READDIRPLUS_AUTO,
+			// ATOMIC_O_TRUNC: open(O_TRUNC) arrives as one OPEN, so a lower
+			// file is copied up without its data instead of copied whole and
+			// then truncated.
+			ExtraCapabilities: dontMask(r.acl()) | fuse.CAP_READDIRPLUS_AUTO | fuse.CAP_ATOMIC_O_TRUNC,
 			DisableXAttrs:     r.cfg.NoXattrs,
 			MaxWrite:          1 << 20,
 			// The kernel checks permissions from the modes we report, as it

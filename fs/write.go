@@ -289,12 +289,16 @@ func (n *node) remove(name string, res *found) syscall.Errno {
 	}
 	defer unix.Close(dfd)
 	sc := n.root.scratch
-	needWh := n.lowerProvides(name)
-	inUpper := res.stack[0].layer == 0
+	inUpper := res.layer.upper
+	// A lower layer provides the name when the entry comes from one or merges
+	// one; otherwise (an upper file, or an opaque directory) it must be asked.
+	needWh := !inUpper || len(res.stack) > 1 || n.lowerProvides(name)
 	var err error
 	switch {
 	case !inUpper:
-		err = sc.Whiteout(dfd, name)
+		// Nothing is at name in the upper dir: a whiteout made in place is
+		// as atomic as one renamed in.
+		err = unix.Mknodat(dfd, name, unix.S_IFCHR, 0)
 	case res.isDir && needWh:
 		err = sc.ReplaceDirWithWhiteout(dfd, name)
 	case res.isDir:

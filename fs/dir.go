@@ -99,7 +99,35 @@ func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 // mergedEntries lists the merged directory n: "." and "..", then the names of
 // every layer of its stack top-down, where a higher name masks lower ones and a
 // name whose topmost entry is a whiteout is dropped. Markers are never listed.
+// The listing is merged once and kept until the directory changes.
 func (n *node) mergedEntries() ([]fuse.DirEntry, syscall.Errno) {
+	gen := n.dirGen.Load()
+	if l := n.list.Load(); l != nil && l.gen == gen {
+		return l.ents, 0
+	}
+	ents, errno := n.mergeEntries()
+	if errno == 0 && n.dirGen.Load() == gen {
+		n.list.Store(&listing{gen: gen, ents: ents})
+	}
+	return ents, errno
+}
+
+// listing is a merged directory's entries, kept until the directory changes.
+// The slice is shared: readers never modify it.
+type listing struct {
+	gen  uint64
+	ents []fuse.DirEntry
+}
+
+// changed drops n's cached listing; every change of a directory's names made
+// through the mount calls it once the change is done.
+func (n *node) changed() {
+	n.dirGen.Add(1)
+	n.list.Store(nil)
+}
+
+// mergeEntries merges the listing of n from its layers.
+func (n *node) mergeEntries() ([]fuse.DirEntry, syscall.Errno) {
 	var st unix.Stat_t
 	ents := []fuse.DirEntry{{Name: ".", Mode: unix.S_IFDIR}, {Name: "..", Mode: unix.S_IFDIR}}
 	stack := n.entries()

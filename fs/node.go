@@ -43,6 +43,9 @@ type node struct {
 	idx atomic.Pointer[dirIndex]
 	// cachedOpens counts open handles served without passthrough.
 	cachedOpens atomic.Int32
+	// dirGen counts changes of a directory's names; list caches its listing.
+	dirGen atomic.Uint64
+	list   atomic.Pointer[listing]
 }
 
 var (

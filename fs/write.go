@@ -152,7 +152,9 @@ func (n *node) place(ctx context.Context, name string, mode uint32, own bool, bu
 			return errno
 		}
 	}
-	return toErrno(sc.Place(bdir, tmp, dfd, name, overWh, isDir))
+	err := sc.Place(bdir, tmp, dfd, name, overWh, isDir)
+	n.changed()
+	return toErrno(err)
 }
 
 // aclDefault is the xattr of a directory's default POSIX ACL.
@@ -308,6 +310,7 @@ func (n *node) remove(name string, res *found) syscall.Errno {
 	default:
 		err = unix.Unlinkat(dfd, name, 0)
 	}
+	n.changed()
 	return toErrno(err)
 }
 
@@ -375,6 +378,8 @@ const maxRedirect = 256
 
 func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	np := newParent.(nodeOps).ovl()
+	defer n.changed()
+	defer np.changed()
 	if flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0 {
 		return syscall.EINVAL
 	}

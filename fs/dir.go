@@ -27,7 +27,19 @@ var (
 	_ = (gofs.FileReaddirenter)((*dirHandle)(nil))
 	_ = (gofs.FileSeekdirer)((*dirHandle)(nil))
 	_ = (gofs.FileFsyncdirer)((*dirHandle)(nil))
+	_ = (gofs.FileLookuper)((*dirHandle)(nil))
 )
+
+// Lookup answers the lookups of READDIRPLUS. A child the kernel already holds
+// gets no attributes (an entry with node id 0, which the kernel skips): its
+// dentry is cached, and a full lookup of every entry would make a warm tree
+// walk cost as much as a cold one.
+func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if h.n.GetChild(name) != nil {
+		return nil, syscall.ENOENT
+	}
+	return h.n.Lookup(ctx, name, out)
+}
 
 // Fsyncdir syncs the directory's upper copy; a directory only in lower layers
 // has nothing that could be lost.

@@ -13,7 +13,7 @@ BINS := bin/ovlfs $(if $(wildcard cmd/ovlctl/*.go),bin/ovlctl)
 # Unit-tested packages that exist (empty directories are not in git).
 UNIT := $(foreach d,cmd fs whiteout cow layout,$(if $(wildcard $(d)),./$(d)/...))
 
-.PHONY: all build deps test unit mounttest demo e2e install clean
+.PHONY: all build deps test unit mounttest demo e2e bench bench-quick install clean
 
 all: build
 
@@ -56,6 +56,13 @@ e2e: deps build
 .PHONY: reliability
 reliability: deps build
 	bash tests/reliability/run.sh
+
+# ovlfs, the kernel overlay and fuse-overlayfs side by side (bench/README.md):
+# data is prepared once under /var/tmp/ovlfs-bench; results go to bench/results.
+# BENCH_FLAGS=-unpinned, -rounds N, -only REGEXP, -data DIR, ... (bin/ovlbench -h)
+bench bench-quick: deps build
+	$(GO) build -o bin/ovlbench ./bench
+	bin/ovlbench $(if $(filter bench-quick,$@),-quick) $(BENCH_FLAGS)
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin

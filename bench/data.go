@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/ovlfs/ovlfs/layout"
 )
 
 // dataVersion names the recipe below: change it when the data changes, and
@@ -493,13 +495,10 @@ func removeTree(p string) error {
 
 // mountsBelow lists the mount points at or below p.
 func mountsBelow(p string) []string {
-	info, _ := os.ReadFile("/proc/self/mountinfo")
 	var under []string
-	for _, l := range strings.Split(string(info), "\n") {
-		if f := strings.Fields(l); len(f) > 4 {
-			if mp := unescapeOctal(f[4]); strings.HasPrefix(mp, p+"/") || mp == p {
-				under = append(under, mp)
-			}
+	for _, mp := range layout.MountPoints() {
+		if strings.HasPrefix(mp, p+"/") || mp == p {
+			under = append(under, mp)
 		}
 	}
 	return under

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ovlfs/ovlfs/layout"
 )
 
 // The targets: the same layers mounted three ways.
@@ -267,33 +269,7 @@ func alive(pid int) bool {
 }
 
 // isMounted tells whether p is a mount point in our namespace.
-func isMounted(p string) bool {
-	info, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	for _, l := range strings.Split(string(info), "\n") {
-		if f := strings.Fields(l); len(f) > 4 && unescapeOctal(f[4]) == p {
-			return true
-		}
-	}
-	return false
-}
-
-func unescapeOctal(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+func isMounted(p string) bool { return layout.IsMountPoint(p) }
 
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")

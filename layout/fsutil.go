@@ -173,22 +173,33 @@ func isOpaqueAt(dfd int, name string, ns whiteout.NS) bool {
 	return whiteout.ClassifyOpaque(getXattrAt(dfd, name, ns.Key(whiteout.Opaque))) == whiteout.IsOpaque
 }
 
-// isMountPoint reports whether path is a mount point in our mount namespace.
-func isMountPoint(path string) bool {
+// IsMountPoint reports whether path is a mount point in the caller's mount
+// namespace (per /proc/self/mountinfo).
+func IsMountPoint(path string) bool {
 	if path == "" {
 		return false
 	}
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) > 4 && unescapeMountinfo(f[4]) == path {
+	for _, mp := range MountPoints() {
+		if mp == path {
 			return true
 		}
 	}
 	return false
+}
+
+// MountPoints lists the mount points of the caller's mount namespace.
+func MountPoints() []string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 4 {
+			out = append(out, unescapeMountinfo(f[4]))
+		}
+	}
+	return out
 }
 
 func unescapeMountinfo(s string) string {

@@ -334,7 +334,7 @@ func (s *Store) mountFuse(st *stack, mnt string) error {
 		msg, _ := os.ReadFile(errFile.Name())
 		return fmt.Errorf("%s: %v: %s", bin, err, strings.TrimSpace(string(bytes.TrimPrefix(msg, []byte("ovlfs: ")))))
 	}
-	if !isMountPoint(mnt) {
+	if !IsMountPoint(mnt) {
 		return fmt.Errorf("%s returned but %s is not mounted", bin, mnt)
 	}
 	return nil
@@ -357,13 +357,13 @@ func (s *Store) putLocked(id string) error {
 	}
 	m, ok := s.mountRecord(id)
 	if !ok {
-		if isMountPoint(s.path(id, mergedDirName)) {
+		if IsMountPoint(s.path(id, mergedDirName)) {
 			m = mountRecord{Path: s.path(id, mergedDirName), Driver: DriverKernel}
 		} else {
 			return fmt.Errorf("layer %s is not mounted", id)
 		}
 	}
-	if isMountPoint(m.Path) {
+	if IsMountPoint(m.Path) {
 		if err := unmount(m.Path, m.Driver); err != nil {
 			return err
 		}

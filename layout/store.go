@@ -203,7 +203,7 @@ func (s *Store) Layer(id string) (*Layer, error) {
 	}
 	var st unix.Stat_t
 	l.Committed = unix.Fstatat(s.fd, id+"/"+committedFile, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
-	if m, ok := s.mountRecord(id); ok && isMountPoint(m.Path) {
+	if m, ok := s.mountRecord(id); ok && IsMountPoint(m.Path) {
 		l.Mounted = m.Path
 	}
 	return l, nil

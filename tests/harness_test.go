@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ovlfs/ovlfs/layout"
 )
 
 var longTests = flag.Bool("long", false, "run the long variants of the equivalence tests (more seeds)")
@@ -234,34 +236,7 @@ func processAlive(pid int) bool {
 }
 
 // isMounted tells whether mnt is a mount point in our mount namespace.
-func isMounted(mnt string) bool {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) > 4 && unescapeMountinfo(f[4]) == mnt {
-			return true
-		}
-	}
-	return false
-}
-
-func unescapeMountinfo(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+func isMounted(mnt string) bool { return layout.IsMountPoint(mnt) }
 
 // mountKernel mounts the kernel's overlayfs on the layers (opts are extra
 // options such as "redirect_dir=on") and unmounts it in t.Cleanup. Without

@@ -208,7 +208,7 @@ func (s *Store) mountKernel(st *stack, mnt string, ro bool) error {
 		}
 		return nil
 	}
-	err := mountFsconfig(st, mnt, ro, extra)
+	err := MountOverlay(mnt, st.lowers, st.upper, st.work, extra, ro)
 	if err == nil {
 		return nil
 	}
@@ -236,7 +236,12 @@ func (s *Store) mountRelative(mnt string, flags uintptr, data string) error {
 	return nil
 }
 
-func mountFsconfig(st *stack, mnt string, ro bool, extra []string) error {
+// MountOverlay mounts the kernel overlay of lowers (topmost first), upper and
+// work (both "" for a read-only overlay) at mnt through the new mount API,
+// which takes every layer separately and so has no 4095-byte limit on the
+// option string. opts are more options, "key=value" or a flag, several per
+// item separated by commas; ro makes the mount read-only.
+func MountOverlay(mnt string, lowers []string, upper, work string, opts []string, ro bool) error {
 	fd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
 	if err != nil {
 		return fmt.Errorf("fsopen: %w", err)
@@ -248,22 +253,32 @@ func mountFsconfig(st *stack, mnt string, ro bool, extra []string) error {
 		}
 		return nil
 	}
-	for _, l := range st.lowers {
+	for _, l := range lowers {
 		if err := set("lowerdir+", l); err != nil {
 			return err
 		}
 	}
-	if st.upper != "" {
-		if err := set("upperdir", st.upper); err != nil {
+	if upper != "" {
+		if err := set("upperdir", upper); err != nil {
 			return err
 		}
-		if err := set("workdir", st.work); err != nil {
+		if err := set("workdir", work); err != nil {
 			return err
 		}
 	}
-	for _, e := range extra {
-		if err := unix.FsconfigSetFlag(fd, e); err != nil {
-			return fmt.Errorf("fsconfig %s: %w", e, err)
+	for _, o := range opts {
+		for _, kv := range strings.Split(o, ",") {
+			if kv == "" {
+				continue
+			}
+			if k, v, ok := strings.Cut(kv, "="); ok {
+				err = set(k, v)
+			} else if err = unix.FsconfigSetFlag(fd, kv); err != nil {
+				err = fmt.Errorf("fsconfig %s: %w", kv, err)
+			}
+			if err != nil {
+				return err
+			}
 		}
 	}
 	if err := unix.FsconfigCreate(fd); err != nil {

@@ -272,57 +272,7 @@ func mountKernel(t testing.TB, lowers []string, upper, work string, opts ...stri
 }
 
 func mountKernelFsconfig(mnt string, lowers []string, upper, work string, opts []string) error {
-	fd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
-	if err != nil {
-		return fmt.Errorf("fsopen: %w", err)
-	}
-	defer unix.Close(fd)
-	set := func(k, v string) error {
-		if err := unix.FsconfigSetString(fd, k, v); err != nil {
-			return fmt.Errorf("fsconfig %s=%s: %w", k, v, err)
-		}
-		return nil
-	}
-	for _, l := range lowers {
-		if err := set("lowerdir+", l); err != nil {
-			return err
-		}
-	}
-	if upper != "" {
-		if err := set("upperdir", upper); err != nil {
-			return err
-		}
-		if err := set("workdir", work); err != nil {
-			return err
-		}
-	}
-	for _, o := range opts {
-		for _, kv := range strings.Split(o, ",") {
-			if kv == "" {
-				continue
-			}
-			if k, v, ok := strings.Cut(kv, "="); ok {
-				err = set(k, v)
-			} else if err = unix.FsconfigSetFlag(fd, kv); err != nil {
-				err = fmt.Errorf("fsconfig flag %s: %w", kv, err)
-			}
-			if err != nil {
-				return err
-			}
-		}
-	}
-	if err := unix.FsconfigCreate(fd); err != nil {
-		return fmt.Errorf("fsconfig create: %w", err)
-	}
-	mfd, err := unix.Fsmount(fd, unix.FSMOUNT_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("fsmount: %w", err)
-	}
-	defer unix.Close(mfd)
-	if err := unix.MoveMount(mfd, "", unix.AT_FDCWD, mnt, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-		return fmt.Errorf("move_mount: %w", err)
-	}
-	return nil
+	return layout.MountOverlay(mnt, lowers, upper, work, opts, false)
 }
 
 // Entry is what a client sees of one path: everything but times, inode

@@ -12,9 +12,13 @@ import (
 // redone.
 const maxRedo = 3
 
-// maxRefaults is how many evicted file pages (4 KiB) a warm run may read
-// again before it counts as not warm: the background rate here is ~5/s.
-const maxRefaults = 512
+// A warm run may read again this many file pages (4 KiB) that reclaim had
+// evicted, plus refaultsPerSecond for every second it runs (the machine's
+// background is ~5/s), before it counts as not warm.
+const (
+	maxRefaults       = 512
+	refaultsPerSecond = 256
+)
 
 // result is one run of one workload on one target.
 type result struct {
@@ -138,7 +142,7 @@ func (b *bench) timed(s *session, r result) ([]result, string) {
 	var disturbed string
 	if drops() != since {
 		disturbed = "another process dropped the page cache"
-	} else if n := vmstat("workingset_refault_file") - refaults; s.mode == "warm" && n > maxRefaults {
+	} else if n := vmstat("workingset_refault_file") - refaults; s.mode == "warm" && n > maxRefaults+int64(took.Seconds()*refaultsPerSecond) {
 		disturbed = fmt.Sprintf("not warm: %d evicted pages were read again (reclaim, e.g. DAMON)", n)
 	}
 	r.mountMs, r.hwmKiB = ms(m.took), daemonHWM(m)
@@ -156,12 +160,12 @@ func (b *bench) timed(s *session, r result) ([]result, string) {
 
 // mountFor returns the mount a run uses, with its caches as the mode wants
 // them, and whether it is fresh (the caller unmounts it). A read-only warm
-// workload keeps one mount per target and warms it by running once; a
-// mutating one gets a fresh mount every run, warmed by its warmup snippet or
-// by one run on a throwaway mount. s.since records when caches were warmed.
+// workload keeps one mount per target and warms it by running once. A
+// mutating one gets a fresh mount every run, so what can be warm is what it
+// reads: just before the run, the lower layers are read directly (alike for
+// every target), then its warmup snippet runs. s.since records when.
 func (b *bench) mountFor(s *session, t string) (m *mount, fresh bool, err error) {
 	w, ds := s.w, datasets[s.w.data]
-	_, warmed := s.since[t]
 	if !w.mutates && s.mode == "warm" {
 		if m = s.warm[t]; m == nil {
 			if m, err = b.mountData(t, ds); err != nil {
@@ -169,7 +173,7 @@ func (b *bench) mountFor(s *session, t string) (m *mount, fresh bool, err error)
 			}
 			s.warm[t] = m
 		}
-		if !warmed {
+		if _, warmed := s.since[t]; !warmed {
 			if _, err := b.script(m, w.run, false); err != nil {
 				return m, false, fmt.Errorf("warm-up: %w", err)
 			}
@@ -177,17 +181,12 @@ func (b *bench) mountFor(s *session, t string) (m *mount, fresh bool, err error)
 		}
 		return m, false, nil
 	}
-	if s.mode == "warm" && w.warmup == "" && !warmed {
-		if err := b.throwaway(w, t, ds); err != nil {
-			return nil, false, fmt.Errorf("warm-up: %w", err)
-		}
-		s.since[t] = drops()
-	}
 	if m, err = b.mountData(t, ds); err != nil {
 		return nil, false, err
 	}
-	if s.mode == "warm" && w.warmup != "" {
-		if _, err := b.script(m, w.warmup, false); err != nil {
+	if s.mode == "warm" {
+		warm := `tar --xattrs --xattrs-include='*' -C "$D" -cf - ` + strings.Join(ds.layers, " ") + ` | cat >/dev/null` + "\n" + w.warmup
+		if _, err := b.script(m, warm, false); err != nil {
 			return m, true, fmt.Errorf("warm-up: %w", err)
 		}
 		s.since[t] = drops()
@@ -205,24 +204,6 @@ func (b *bench) mountOnce(s *session, r result) []result {
 	b.unmount(m)
 	r.value, r.unit, r.mountMs = ms(m.took), "ms", ms(m.took)
 	return []result{r}
-}
-
-// throwaway runs w once, untimed, on a mount of its own.
-func (b *bench) throwaway(w *workload, t string, ds *dataset) error {
-	m, err := b.mountData(t, ds)
-	if err != nil {
-		return err
-	}
-	defer b.unmount(m)
-	for _, snippet := range []string{w.setup, w.run, w.teardown} {
-		if snippet == "" {
-			continue
-		}
-		if _, err := b.script(m, snippet, false); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // rss walks a fresh mount and reads the daemon's peak RSS, then drops the

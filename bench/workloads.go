@@ -20,7 +20,7 @@ type workload struct {
 	quick    []string // the modes make bench-quick runs (none: not in the quick subset)
 	mutates  bool     // every run gets a fresh upper and mount
 	kind     kind
-	warmup   string // mutating warm runs: warms the caches on the run's mount instead of a throwaway run
+	warmup   string // mutating warm runs: what to read besides the lower layers before the run
 	setup    string // untimed, before each run
 	run      string
 	teardown string // untimed, after each run

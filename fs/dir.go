@@ -1,7 +1,11 @@
 package fs
 
 import (
+	"cmp"
 	"context"
+	"hash/maphash"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"unsafe"
@@ -13,14 +17,22 @@ import (
 	"github.com/ovlfs/ovlfs/whiteout"
 )
 
-// dirHandle is an open merged directory. The listing is merged once, at the
-// first read (not at opendir, so that it is as fresh as the first READDIR), and
-// offsets (index+1) stay stable for seekdir/telldir while it is open.
+// dirHandle is an open merged directory. Its offsets are cookies derived
+// from the names (see cookies), and each READDIR serves the directory as it
+// is at that moment, from the first name past the reader's cookie, as a disk
+// filesystem does: a name present all along is listed exactly once, and
+// nothing older than the request is served. That is what the kernel's
+// readdir cache (FOPEN_CACHE_DIR) needs: it is one per directory, appended to
+// by whichever reader is at its end, and entries from a listing older than
+// the version the cache was started at would stay in it.
 type dirHandle struct {
 	n    *node
 	mu   sync.Mutex
+	req  context.Context // the request last served
+	gen  uint64          // n.dirGen when ents was taken
 	ents []fuse.DirEntry // nil until the first read
-	pos  int
+	pos  int             // index in ents of the next entry
+	off  uint64          // cookie of the last entry served, 0 at the start
 }
 
 var (
@@ -60,30 +72,44 @@ func (h *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
 	return toErrno(unix.Fsync(fd))
 }
 
+// OpendirHandle lets the kernel cache the listing (FOPEN_CACHE_DIR): every
+// change of a directory's names made through the mount bumps its version in
+// the kernel, which drops the cache at the next opendir.
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	// No FOPEN_CACHE_DIR: with it, readdir under concurrent creates in the
-	// same directory missed names the reader had just made (TestRelLoad).
-	return &dirHandle{n: n}, 0, 0
+	return &dirHandle{n: n}, fuse.FOPEN_CACHE_DIR, 0
 }
 
-// loadLocked merges the listing if that has not happened yet.
+// syncLocked takes the current listing at the first entry of a request when
+// the directory changed since the handle's listing was taken (a request is
+// served from one listing, so a directory changed all the time is not merged
+// again for every entry).
 // Preconditions: h.mu is locked.
-func (h *dirHandle) loadLocked() syscall.Errno {
-	if h.ents != nil {
-		return 0
+func (h *dirHandle) syncLocked(ctx context.Context) syscall.Errno {
+	if h.ents == nil || ctx != h.req && h.n.dirGen.Load() != h.gen {
+		gen := h.n.dirGen.Load()
+		ents, errno := h.n.mergedEntries()
+		if errno != 0 {
+			return errno
+		}
+		h.ents, h.gen = ents, gen
+		h.pos = after(ents, h.off)
 	}
-	ents, errno := h.n.mergedEntries()
-	if errno != 0 {
-		return errno
-	}
-	h.ents = ents
+	h.req = ctx
 	return 0
+}
+
+// after returns the index of the first entry of ents past the cookie off.
+func after(ents []fuse.DirEntry, off uint64) int {
+	i, _ := slices.BinarySearchFunc(ents, off+1, func(e fuse.DirEntry, off uint64) int {
+		return cmp.Compare(e.Off, off)
+	})
+	return i
 }
 
 func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if errno := h.loadLocked(); errno != 0 {
+	if errno := h.syncLocked(ctx); errno != 0 {
 		return nil, errno
 	}
 	if h.pos >= len(h.ents) {
@@ -91,34 +117,35 @@ func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 	}
 	de := h.ents[h.pos]
 	h.pos++
-	de.Off = uint64(h.pos)
+	h.off = de.Off
 	return &de, 0
 }
 
 func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if errno := h.loadLocked(); errno != 0 {
-		return errno
-	}
-	if off > uint64(len(h.ents)) {
-		off = uint64(len(h.ents))
-	}
-	h.pos = int(off)
+	h.off = off
+	h.pos = after(h.ents, off)
 	return 0
 }
 
 // mergedEntries lists the merged directory n: "." and "..", then the names of
-// every layer of its stack top-down, where a higher name masks lower ones and a
-// name whose topmost entry is a whiteout is dropped. Markers are never listed.
-// The listing is merged once and kept until the directory changes.
+// every layer of its stack, where a higher name masks lower ones and a name
+// whose topmost entry is a whiteout is dropped; markers are never listed. Each
+// entry's Off is its cookie, and the listing is sorted by it: "." is 1, ".."
+// is 2, a name's is a hash of the name (see cookies). The listing is merged
+// once and kept until the directory changes.
 func (n *node) mergedEntries() ([]fuse.DirEntry, syscall.Errno) {
 	gen := n.dirGen.Load()
 	if l := n.list.Load(); l != nil && l.gen == gen {
 		return l.ents, 0
 	}
 	ents, errno := n.mergeEntries()
-	if errno == 0 && n.dirGen.Load() == gen {
+	if errno != 0 {
+		return nil, errno
+	}
+	n.root.cookies(ents[2:])
+	if n.dirGen.Load() == gen {
 		n.list.Store(&listing{gen: gen, ents: ents})
 	}
 	return ents, errno
@@ -141,7 +168,7 @@ func (n *node) changed() {
 // mergeEntries merges the listing of n from its layers.
 func (n *node) mergeEntries() ([]fuse.DirEntry, syscall.Errno) {
 	var st unix.Stat_t
-	ents := []fuse.DirEntry{{Name: ".", Mode: unix.S_IFDIR}, {Name: "..", Mode: unix.S_IFDIR}}
+	ents := []fuse.DirEntry{{Name: ".", Mode: unix.S_IFDIR, Off: 1}, {Name: "..", Mode: unix.S_IFDIR, Off: 2}}
 	stack := n.entries()
 	seen := make(map[string]struct{})
 	ns := n.root.ns
@@ -207,6 +234,29 @@ func (n *node) mergeEntries() ([]fuse.DirEntry, syscall.Errno) {
 		unix.Close(dfd)
 	}
 	return ents, 0
+}
+
+// cookies gives each entry its readdir offset, a hash of its name in
+// [3, 2^62+3) (offsets are positive loff_t, 1 and 2 are "." and ".."), and
+// sorts ents by it. A name keeps its cookie for the life of the mount whatever
+// else the directory holds. Two names of one directory with the same hash
+// (about n^2/2^64 odds, the seed is random per mount) get consecutive
+// cookies, so offsets stay unique.
+func (r *Root) cookies(ents []fuse.DirEntry) {
+	for i := range ents {
+		ents[i].Off = maphash.String(r.cookieSeed, ents[i].Name)>>2 + 3
+	}
+	slices.SortFunc(ents, func(a, b fuse.DirEntry) int {
+		if c := cmp.Compare(a.Off, b.Off); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	for i := 1; i < len(ents); i++ {
+		if ents[i].Off <= ents[i-1].Off {
+			ents[i].Off = ents[i-1].Off + 1
+		}
+	}
 }
 
 type rawDirent struct {

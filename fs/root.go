@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"hash/maphash"
 	"os"
 	"strconv"
 	"sync"
@@ -41,6 +42,8 @@ type Root struct {
 	// passthrough: upper files may be served by FUSE passthrough, which the
 	// kernel allows to root in the initial user namespace only.
 	passthrough bool
+	// cookieSeed hashes names into readdir offsets (see cookies).
+	cookieSeed maphash.Seed
 }
 
 // NewRoot opens the layers of cfg. Each layer is opened once, as a directory fd
@@ -52,7 +55,7 @@ func NewRoot(cfg Config) (*Root, error) {
 	if (cfg.Upper == "") != (cfg.Work == "") {
 		return nil, fmt.Errorf("upperdir and workdir go together")
 	}
-	r := &Root{cfg: cfg, ns: cfg.NS, ids: newIDMapper(&cfg)}
+	r := &Root{cfg: cfg, ns: cfg.NS, ids: newIDMapper(&cfg), cookieSeed: maphash.MakeSeed()}
 	r.passthrough = !cfg.NoPassthrough && os.Geteuid() == 0 && whiteout.InitUserNS()
 	if r.ns == 0 {
 		r.ns = whiteout.DefaultNS()

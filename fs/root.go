@@ -155,6 +155,9 @@ func (r *Root) options(mo MountOptions) *gofs.Options {
 			ExtraCapabilities: dontMask(r.acl()) | fuse.CAP_READDIRPLUS_AUTO | fuse.CAP_ATOMIC_O_TRUNC,
 			DisableXAttrs:     r.cfg.NoXattrs,
 			MaxWrite:          1 << 20,
+			// A symlink's target never changes: a new target is a new
+			// symlink, and a copy-up keeps the target.
+			EnableSymlinkCaching: true,
 			// The kernel checks permissions from the modes we report, as it
 			// does for the kernel overlay. Like the kernel overlay (and unlike
 			// go-fuse's default), a mount by root honours setuid bits and

@@ -84,13 +84,12 @@ func TestParseArgs(t *testing.T) {
 			},
 		},
 		{
-			name: "squash and mapping options are parsed, xattr_permissions is refused",
+			name: "squash, mapping and xattr_permissions options are parsed",
 			args: []string{"-o", "lowerdir=/a,squash_to_root,squash_to_uid=5,squash_to_gid=6,xattr_permissions=2,gidmapping=0:0:10", "m"},
 			want: func(o *options) {
 				o.Lowers, o.Mountpoint = []string{"/a"}, "m"
 				o.SquashToRoot, o.SquashUID, o.SquashGID, o.XattrPermissions = true, 5, 6, 2
 				o.GIDMap = []idMap{{0, 0, 10}}
-				o.Unsupported = []string{"xattr_permissions=2"}
 			},
 		},
 		{name: "version", args: []string{"--version"}, want: func(o *options) { o.Version = true }},

@@ -15,9 +15,6 @@ import (
 // checks that the layers and the mount point make a sane overlay. It runs
 // before anything is mounted or forked.
 func (o *options) resolve() error {
-	if len(o.Unsupported) > 0 {
-		return fmt.Errorf("option %s is not supported yet", o.Unsupported[0])
-	}
 	if len(o.Lowers) == 0 {
 		return errors.New("no lowerdir given (want -o lowerdir=DIR[:DIR...])")
 	}

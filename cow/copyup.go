@@ -13,20 +13,32 @@ import (
 // Owner is who a new object belongs to.
 type Owner struct{ Uid, Gid uint32 }
 
+// CopyOptions say how CopyUp copies.
+type CopyOptions struct {
+	// NoData skips the data of a regular file (it is about to be truncated).
+	NoData bool
+	// Shown, when set, is the owner and mode the source shows (its layer keeps
+	// them in an override xattr); the copy gets these instead of the real ones.
+	Shown *whiteout.OverrideStat
+	// Override names the xattr where the upper layer keeps owner and mode
+	// (xattr_permissions=); "" sets them for real.
+	Override string
+}
+
 // CopyUp copies entry srcName of directory srcDir (a lower layer) to dstName in
 // directory dstDir (the upper layer): the object is built in the scratch dir with
 // its mode, owner, times and xattrs (except overlay metadata), then renamed into
-// place. Regular files get their data unless noData (open with O_TRUNC);
+// place. Regular files get their data unless o.NoData (open with O_TRUNC);
 // directories get no entries; FIFOs, sockets and devices are made with mknod.
 // An entry at dstName (a whiteout) is replaced.
-func (s *Scratch) CopyUp(srcDir int, srcName string, dstDir int, dstName string, noData bool) error {
+func (s *Scratch) CopyUp(srcDir int, srcName string, dstDir int, dstName string, o CopyOptions) error {
 	var st unix.Stat_t
 	if err := unix.Fstatat(srcDir, srcName, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return &os.PathError{Op: "copyup stat", Path: srcName, Err: err}
 	}
 	tmp := s.TempName()
 	undo := func() { removeAt(s.fd, tmp) }
-	if err := s.build(srcDir, srcName, &st, tmp, noData); err != nil {
+	if err := s.build(srcDir, srcName, &st, tmp, o); err != nil {
 		undo()
 		return &os.PathError{Op: "copyup", Path: srcName, Err: err}
 	}
@@ -47,7 +59,7 @@ func (s *Scratch) CopyUp(srcDir int, srcName string, dstDir int, dstName string,
 }
 
 // build makes the copy of srcName (stat st) as tmp in the scratch dir.
-func (s *Scratch) build(srcDir int, srcName string, st *unix.Stat_t, tmp string, noData bool) error {
+func (s *Scratch) build(srcDir int, srcName string, st *unix.Stat_t, tmp string, o CopyOptions) error {
 	perm := st.Mode & 0o7777
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
@@ -59,7 +71,7 @@ func (s *Scratch) build(srcDir int, srcName string, st *unix.Stat_t, tmp string,
 		if err != nil {
 			return err
 		}
-		if !noData && st.Size > 0 {
+		if !o.NoData && st.Size > 0 {
 			err = copyData(srcDir, srcName, dfd, st.Size)
 		}
 		if cerr := unix.Close(dfd); err == nil {
@@ -81,15 +93,28 @@ func (s *Scratch) build(srcDir int, srcName string, st *unix.Stat_t, tmp string,
 			return err
 		}
 	}
-	return s.finish(srcDir, srcName, tmp, st.Uid, st.Gid, perm, st.Mode&unix.S_IFMT, &st.Atim, &st.Mtim)
+	shown := whiteout.OverrideStat{Uid: st.Uid, Gid: st.Gid, Mode: perm}
+	if o.Shown != nil {
+		shown = *o.Shown
+	}
+	return s.finish(srcDir, srcName, tmp, shown, st.Mode&unix.S_IFMT, o.Override, &st.Atim, &st.Mtim)
 }
 
 // finish gives tmp its xattrs, owner, mode and times, in the order that keeps
-// setuid/setgid bits (chown clears them, so chmod comes after).
-func (s *Scratch) finish(srcDir int, srcName, tmp string, uid, gid, perm, typ uint32, atime, mtime *unix.Timespec) error {
+// setuid/setgid bits (chown clears them, so chmod comes after). Where the
+// upper layer keeps owners in the override xattr, tmp gets that instead.
+func (s *Scratch) finish(srcDir int, srcName, tmp string, shown whiteout.OverrideStat, typ uint32, override string, atime, mtime *unix.Timespec) error {
 	if err := CopyXattrs(ProcPath(srcDir, srcName), ProcPath(s.fd, tmp), s.ns); err != nil {
 		return err
 	}
+	ts := []unix.Timespec{*atime, *mtime}
+	if override != "" && whiteout.OverrideFits(typ) {
+		if err := SetOverride(s.fd, tmp, override, shown, typ); err != nil {
+			return err
+		}
+		return unix.UtimesNanoAt(s.fd, tmp, ts, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	uid, gid, perm := shown.Uid, shown.Gid, shown.Mode
 	if err := unix.Fchownat(s.fd, tmp, int(uid), int(gid), unix.AT_SYMLINK_NOFOLLOW); err != nil && err != unix.EPERM && err != unix.EINVAL {
 		// EPERM/EINVAL: an unprivileged daemon (rootless, or an ID unmapped in
 		// its user namespace) keeps the copy as its own, as fuse-overlayfs does.
@@ -100,8 +125,41 @@ func (s *Scratch) finish(srcDir int, srcName, tmp string, uid, gid, perm, typ ui
 			return err
 		}
 	}
-	ts := []unix.Timespec{*atime, *mtime}
 	return unix.UtimesNanoAt(s.fd, tmp, ts, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// SetOverride records owner and mode o of entry name of directory dfd ("":
+// dfd itself) in the override xattr, and gives the entry (of file type typ)
+// its backing mode. The real owner stays the daemon's.
+func SetOverride(dfd int, name, override string, o whiteout.OverrideStat, typ uint32) error {
+	var err error
+	if name == "" {
+		err = unix.Fsetxattr(dfd, override, o.Format(), 0)
+	} else {
+		err = unix.Lsetxattr(ProcPath(dfd, name), override, o.Format(), 0)
+	}
+	if err != nil {
+		return &os.PathError{Op: "setxattr " + override, Path: name, Err: err}
+	}
+	if typ == unix.S_IFLNK {
+		return nil
+	}
+	if name == "" {
+		return unix.Fchmod(dfd, BackingPerm(o.Mode, typ))
+	}
+	return unix.Fchmodat(dfd, name, BackingPerm(o.Mode, typ), 0)
+}
+
+// BackingPerm is the real mode of a file whose mode lives in an override
+// xattr: the shown permission bits, with the owner's always set (the daemon
+// owns the file and must read and write it, also without privileges) and
+// setuid, setgid and sticky left out (on disk they would belong to the
+// daemon's owner, not to the shown one).
+func BackingPerm(perm, typ uint32) uint32 {
+	if typ == unix.S_IFDIR {
+		return perm&0o777 | 0o700
+	}
+	return perm&0o777 | 0o600
 }
 
 func readlinkAt(dfd int, name string) (string, error) {

@@ -39,6 +39,11 @@ type Config struct {
 	UIDMap, GIDMap []IDMap
 	// SquashUID and SquashGID, when set, show every file as owned by that ID.
 	SquashUID, SquashGID *uint32
+	// XattrPermissions keeps the owner and mode of upper files in an xattr
+	// instead of for real, as fuse-overlayfs's xattr_permissions=: 1 in
+	// security.fuseoverlayfs.override_stat, 2 in user.fuseoverlayfs.override_stat,
+	// 0 not (unless the upper root already carries an override).
+	XattrPermissions int
 }
 
 // DefaultTimeout is long: the daemon owns its layers, every change made through

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ovlfs/ovlfs/cow"
+	"github.com/ovlfs/ovlfs/whiteout"
 )
 
 // inUpper reports whether n's shown entry is in the upper layer.
@@ -92,7 +93,19 @@ func (n *node) copyUpLocked(dfd int, name string, noData bool) syscall.Errno {
 	}
 	defer unix.Close(sfd)
 	mc := n.isMetacopy()
-	if err := r.scratch.CopyUp(sfd, sname, dfd, name, noData || mc); err != nil {
+	opts := cow.CopyOptions{NoData: noData || mc, Override: r.upper.override}
+	if l.override != "" {
+		// The copy shows what the source shows, whoever owns it for real.
+		var st unix.Stat_t
+		if err := unix.Fstatat(sfd, sname, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return toErrno(err)
+		}
+		if err := l.shownAt(sfd, sname, &st); err != nil {
+			return toErrno(err)
+		}
+		opts.Shown = &whiteout.OverrideStat{Uid: st.Uid, Gid: st.Gid, Mode: st.Mode & 0o7777}
+	}
+	if err := r.scratch.CopyUp(sfd, sname, dfd, name, opts); err != nil {
 		return toErrno(err)
 	}
 	if mc && !noData {

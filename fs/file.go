@@ -260,7 +260,7 @@ func (f *fileHandle) stat(out *fuse.Attr) syscall.Errno {
 		return errno
 	}
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	if err := f.n.root.fstatShown(fd, &st); err != nil {
 		return toErrno(err)
 	}
 	attrFromStat(&st, out)

@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ovlfs/ovlfs/cow"
+	"github.com/ovlfs/ovlfs/whiteout"
 )
 
 // layer is one directory of the stack: the upper (index 0 when there is one) or a
@@ -22,6 +23,9 @@ type layer struct {
 	inoBits uint64
 	dev     uint64
 	fsType  int64 // statfs f_type
+	// override is the xattr that holds the owner and mode this layer's files
+	// show (whiteout.OverrideStatNames), "" where they are the real ones.
+	override string
 }
 
 // resolveFlags keep every path walk inside the layer: no symlinks, no "..", no
@@ -85,6 +89,46 @@ func (l *layer) lstat(rel string, st *unix.Stat_t) error {
 	}
 	defer unix.Close(dfd)
 	return unix.Fstatat(dfd, name, st, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// shownAt turns st, the real stat of entry name of directory dfd ("": dfd
+// itself) of layer l, into the one the layer means: owner and mode from the
+// layer's override xattr, where it keeps them there. Without an override it
+// makes no system call.
+func (l *layer) shownAt(dfd int, name string, st *unix.Stat_t) error {
+	if l.override == "" || !whiteout.OverrideFits(st.Mode) {
+		return nil
+	}
+	v, err := getxattrAt(dfd, name, l.override)
+	if err != nil || v == nil {
+		return err // none: the real owner and mode stand
+	}
+	o, err := whiteout.ParseOverrideStat(v)
+	if err != nil {
+		return unix.EIO // a broken override never shows the real, wider, mode instead
+	}
+	o.Apply(st)
+	return nil
+}
+
+// lstatShown is lstat with the layer's override applied.
+func (l *layer) lstatShown(rel string, st *unix.Stat_t) error {
+	if rel == "" {
+		if err := unix.Fstat(l.fd, st); err != nil {
+			return err
+		}
+		return l.shownAt(l.fd, "", st)
+	}
+	dir, name := splitPath(rel)
+	dfd, err := l.openDir(dir)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dfd)
+	if err := unix.Fstatat(dfd, name, st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	return l.shownAt(dfd, name, st)
 }
 
 // getxattrAt reads xattr key of entry name of directory dfd ("" for dfd itself).

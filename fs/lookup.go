@@ -177,6 +177,9 @@ func (n *node) lookupIn(l *layer, dfd int, lname string, marker bool, entry laye
 	}
 	switch {
 	case res == nil:
+		if err := l.shownAt(dfd, lname, &st); err != nil {
+			return true, toErrno(err)
+		}
 		res = &found{layer: l, st: st, stack: []layerEntry{entry}, btime: btime}
 		*resp = res
 		if l.upper {

@@ -131,7 +131,7 @@ func (n *node) stat(out *fuse.Attr) syscall.Errno {
 		return errno
 	}
 	var st unix.Stat_t
-	if err := l.lstat(p, &st); err != nil {
+	if err := l.lstatShown(p, &st); err != nil {
 		return toErrno(err)
 	}
 	n.fillAttr(l, &st, out)
@@ -166,7 +166,7 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 		}
 		if fd, ok := n.tmpfileFd(); ok {
 			var st unix.Stat_t
-			if err := unix.Fstat(fd, &st); err != nil {
+			if err := n.root.fstatShown(fd, &st); err != nil {
 				return toErrno(err)
 			}
 			n.fillAttr(n.root.upper, &st, &out.Attr)
@@ -207,6 +207,18 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	}
 	out.FromStatfsT(&st)
 	return 0
+}
+
+// fstatShown stats an open file that has no name in the layers (unlinked while
+// open, or an O_TMPFILE): an upper file, with the upper layer's override.
+func (r *Root) fstatShown(fd int, st *unix.Stat_t) error {
+	if err := unix.Fstat(fd, st); err != nil {
+		return err
+	}
+	if r.upper == nil {
+		return nil
+	}
+	return r.upper.shownAt(fd, "", st)
 }
 
 func attrFromStat(st *unix.Stat_t, out *fuse.Attr) {

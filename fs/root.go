@@ -87,6 +87,10 @@ func NewRoot(cfg Config) (*Root, error) {
 		l := &layer{idx: i, path: p, fd: fd, upper: cfg.Upper != "" && i == 0, inoBits: bits, dev: st.Dev, fsType: sfs.Type}
 		r.layers = append(r.layers, l)
 	}
+	if err := r.setOverrides(); err != nil {
+		r.Close()
+		return nil, err
+	}
 	if cfg.Upper != "" {
 		r.upper = r.layers[0]
 		sc, err := cow.OpenScratch(cfg.Work, r.ns)
@@ -104,6 +108,69 @@ func NewRoot(cfg Config) (*Root, error) {
 	r.node.stack = stack
 	r.node.isDir = true
 	return r, nil
+}
+
+// setOverrides finds the layers that keep owners and modes in an override
+// xattr, as fuse-overlayfs does: a layer whose root carries one of the names
+// (one listxattr a layer, at mount time only). With xattr_permissions= the
+// upper layer uses the name of the option, and its root gets an override when
+// it has none: a lower root's, else its own real owner and mode.
+func (r *Root) setOverrides() error {
+	want := ""
+	switch r.cfg.XattrPermissions {
+	case 0:
+	case 1:
+		want = whiteout.OverrideStatPrivileged
+	case 2:
+		want = whiteout.OverrideStatUser
+	default:
+		return fmt.Errorf("xattr_permissions=%d: want 0, 1 or 2", r.cfg.XattrPermissions)
+	}
+	for _, l := range r.layers {
+		names, err := cow.Flistxattr(l.fd)
+		if err != nil {
+			return &os.PathError{Op: "listxattr", Path: l.path, Err: err}
+		}
+	find:
+		for _, o := range whiteout.OverrideStatNames {
+			for _, k := range names {
+				if k == o {
+					l.override = o
+					break find
+				}
+			}
+		}
+	}
+	if want == "" || r.cfg.Upper == "" {
+		return nil
+	}
+	up := r.layers[0]
+	has := up.override == want
+	up.override = want
+	if has {
+		return nil
+	}
+	var v []byte
+	for _, l := range r.layers[1:] {
+		if l.override == want || (want == whiteout.OverrideStatUser && l.override == whiteout.OverrideStatContainers) {
+			var err error
+			if v, err = getxattrAt(l.fd, "", l.override); err != nil {
+				return &os.PathError{Op: "getxattr " + l.override, Path: l.path, Err: err}
+			}
+			break
+		}
+	}
+	if _, err := whiteout.ParseOverrideStat(v); err != nil {
+		var st unix.Stat_t
+		if err := unix.Fstat(up.fd, &st); err != nil {
+			return &os.PathError{Op: "stat", Path: up.path, Err: err}
+		}
+		v = whiteout.OverrideStat{Uid: st.Uid, Gid: st.Gid, Mode: st.Mode}.Format()
+	}
+	if err := unix.Fsetxattr(up.fd, want, v, 0); err != nil {
+		return fmt.Errorf("xattr_permissions=%d: cannot write %s on %s: %w", r.cfg.XattrPermissions, want, up.path, err)
+	}
+	return nil
 }
 
 // Close releases the layer fds.

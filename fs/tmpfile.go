@@ -7,6 +7,9 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/ovlfs/ovlfs/cow"
+	"github.com/ovlfs/ovlfs/whiteout"
 )
 
 var _ = (gofs.NodeTmpfiler)((*node)(nil))
@@ -31,7 +34,12 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	}
 	uid, gid := n.caller(ctx)
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err == nil && (st.Uid != uid || st.Gid != gid) {
+	if ov := n.root.upper.override; ov != "" {
+		err = cow.SetOverride(fd, "", ov, whiteout.OverrideStat{Uid: uid, Gid: gid, Mode: perm}, unix.S_IFREG)
+		if err == nil {
+			err = n.root.fstatShown(fd, &st)
+		}
+	} else if err := unix.Fstat(fd, &st); err == nil && (st.Uid != uid || st.Gid != gid) {
 		err = unix.Fchown(fd, int(uid), int(gid))
 		if err == nil && mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
 			err = unix.Fchmod(fd, mode&0o7777)

@@ -164,8 +164,12 @@ const aclDefault = "system.posix_acl_default"
 // is setgid), keeping the mode bits that chown clears.
 func (n *node) setOwner(ctx context.Context, dfd, sfd int, tmp string) syscall.Errno {
 	uid, gid := n.caller(ctx)
+	up := n.root.upper
 	var dst unix.Stat_t
 	if err := unix.Fstat(dfd, &dst); err != nil {
+		return toErrno(err)
+	}
+	if err := up.shownAt(dfd, "", &dst); err != nil {
 		return toErrno(err)
 	}
 	if dst.Mode&unix.S_ISGID != 0 {
@@ -174,6 +178,11 @@ func (n *node) setOwner(ctx context.Context, dfd, sfd int, tmp string) syscall.E
 	var st unix.Stat_t
 	if err := unix.Fstatat(sfd, tmp, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return toErrno(err)
+	}
+	if up.override != "" && whiteout.OverrideFits(st.Mode) {
+		// The mode as built (umask or default ACL applied) is the one shown.
+		o := whiteout.OverrideStat{Uid: uid, Gid: gid, Mode: st.Mode & 0o7777}
+		return toErrno(cow.SetOverride(sfd, tmp, up.override, o, st.Mode&unix.S_IFMT))
 	}
 	if st.Uid == uid && st.Gid == gid {
 		return 0
@@ -209,7 +218,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 func (n *node) setgidDir() bool {
 	l, p, errno := n.top()
 	var st unix.Stat_t
-	return errno == 0 && l.lstat(p, &st) == nil && st.Mode&unix.S_ISGID != 0
+	return errno == 0 && l.lstatShown(p, &st) == nil && st.Mode&unix.S_ISGID != 0
 }
 
 func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -611,10 +620,12 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	dfd, name, errno := n.upperEntry(hasSize && size == 0)
 	target := name
 	atFlags := unix.AT_SYMLINK_NOFOLLOW
+	xfd, xname := dfd, name // the entry, for the override xattr
 	switch {
 	case errno == syscall.ESTALE && fh != nil:
 		// Unlinked while open: change the file through its descriptor.
 		dfd, target, atFlags = unix.AT_FDCWD, fh.procPath(), 0
+		xfd, xname = fh.fd, ""
 	case errno != 0:
 		return errno
 	default:
@@ -625,6 +636,16 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	}
 	vuid, uok := in.GetUID()
 	vgid, gok := in.GetGID()
+	mode, mok := in.GetMode()
+	if (uok || gok || mok) && n.root.upper.override != "" {
+		done, errno := n.setattrOverride(xfd, xname, in)
+		if errno != 0 {
+			return errno
+		}
+		if done {
+			uok, gok, mok = false, false, false
+		}
+	}
 	if uok || gok {
 		duid, dgid := n.root.ids.disk(vuid, vgid)
 		uid, gid := int(duid), int(dgid)
@@ -638,7 +659,7 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 			return toErrno(err)
 		}
 	}
-	if mode, ok := in.GetMode(); ok {
+	if mok {
 		if err := unix.Fchmodat(dfd, target, mode&0o7777, 0); err != nil {
 			return toErrno(err)
 		}
@@ -679,6 +700,44 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 		}
 	}
 	return n.Getattr(ctx, f, out)
+}
+
+// setattrOverride applies the owner and mode changes of in to entry name of
+// the upper directory dfd ("": dfd itself) in the upper layer's override
+// xattr. It reports false, changing nothing, for a file that cannot carry it
+// (user.* on a symlink or a device): that one is changed for real.
+func (n *node) setattrOverride(dfd int, name string, in *fuse.SetAttrIn) (bool, syscall.Errno) {
+	up := n.root.upper
+	var st unix.Stat_t
+	var err error
+	if name == "" {
+		err = unix.Fstat(dfd, &st)
+	} else {
+		err = unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	if err != nil {
+		return false, toErrno(err)
+	}
+	if !whiteout.OverrideFits(st.Mode) {
+		return false, 0
+	}
+	if err := up.shownAt(dfd, name, &st); err != nil {
+		return false, toErrno(err)
+	}
+	o := whiteout.OverrideStat{Uid: st.Uid, Gid: st.Gid, Mode: st.Mode & 0o7777}
+	vuid, uok := in.GetUID()
+	vgid, gok := in.GetGID()
+	duid, dgid := n.root.ids.disk(vuid, vgid)
+	if uok {
+		o.Uid = duid
+	}
+	if gok {
+		o.Gid = dgid
+	}
+	if mode, ok := in.GetMode(); ok {
+		o.Mode = mode & 0o7777
+	}
+	return true, toErrno(cow.SetOverride(dfd, name, up.override, o, st.Mode&unix.S_IFMT))
 }
 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
@@ -726,7 +785,7 @@ func (n *node) linkTmpfile(ctx context.Context, t *node, fd int, name string, ou
 		return nil, errno
 	}
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	if err := n.root.fstatShown(fd, &st); err != nil {
 		return nil, toErrno(err)
 	}
 	t.named()

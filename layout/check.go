@@ -350,12 +350,14 @@ func (c *checker) markers(id string, dfd int, rel string) error {
 }
 
 // privateXattrs removes fuse-overlayfs's private xattrs of entry name of dfd
-// (dfd itself for ""), keeping an opaque mark as X(opaque).
+// (dfd itself for ""), keeping an opaque mark as X(opaque). The owner-and-mode
+// override stays: it is the file's owner (xattr_permissions=2), which ovlfs
+// reads too.
 func (c *checker) privateXattrs(id string, dfd int, name, path string) {
 	xs, _ := xattrsAt(dfd, name)
 	keys := make([]string, 0, len(xs))
 	for k := range xs {
-		if strings.HasPrefix(k, whiteout.FuseOverlayfsPrefix) {
+		if strings.HasPrefix(k, whiteout.FuseOverlayfsPrefix) && k != whiteout.OverrideStatUser {
 			keys = append(keys, k)
 		}
 	}

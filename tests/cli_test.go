@@ -126,8 +126,8 @@ func TestCLIValidationErrors(t *testing.T) {
 		{"no mount point", func(t *testing.T, s cliSet) ([]string, string) {
 			return []string{"-o", s.Opts()}, "no mount point"
 		}},
-		{"xattr_permissions=2 not supported yet", func(t *testing.T, s cliSet) ([]string, string) {
-			return []string{"-o", s.Opts() + ",xattr_permissions=2", s.Mnt}, "not supported yet"
+		{"xattr_permissions out of range", func(t *testing.T, s cliSet) ([]string, string) {
+			return []string{"-o", s.Opts() + ",xattr_permissions=3", s.Mnt}, "xattr_permissions"
 		}},
 		{"bad uidmapping syntax", func(t *testing.T, s cliSet) ([]string, string) {
 			return []string{"-o", s.Opts() + ",uidmapping=0:1000", s.Mnt}, "uidmapping"

@@ -58,7 +58,6 @@ func TestRelBadInput(t *testing.T) {
 		{"-o", o + ",xino=sometimes", s.Mnt},
 		{"-o", o + ",context=", s.Mnt},
 		{"-o", o + ",context", s.Mnt},
-		{"-o", o + ",xattr_permissions=1", s.Mnt},
 		{"-o", "lowerdir=" + long, s.Mnt},
 		{"-o", "lowerdir=" + s.Lower + "\n" + s.Lower, s.Mnt},
 		{"-o", "lowerdir=" + s.Lower + ",upperdir=" + s.Upper + "\n,workdir=" + s.Work, s.Mnt},

@@ -152,9 +152,10 @@ func ParseRedirect(v []byte) (parts []string, abs bool, err error) {
 // IsPrivateXattr reports whether the on-disk xattr name is overlay metadata that a
 // client must not see through a mount whose metadata lives in ns. The escaped form
 // "<ns>.overlay.overlay.K" is not private: it is a client's "<ns>.overlay.K" (see
-// Unescape).
+// Unescape). Owner-and-mode overrides are private in every mount: a client that
+// could write one would choose the owner and mode a later mount shows.
 func IsPrivateXattr(name string, ns NS) bool {
-	if strings.HasPrefix(name, FuseOverlayfsPrefix) {
+	if strings.HasPrefix(name, FuseOverlayfsPrefix) || IsOverrideStat(name) {
 		return true
 	}
 	p := ns.Prefix()
@@ -185,7 +186,7 @@ func Unescape(name string, ns NS) (client string, ok bool) {
 // Escape maps a client's xattr name to the on-disk name, so that a client can never
 // write overlay metadata. ok is false for names a client may not use at all.
 func Escape(name string, ns NS) (disk string, ok bool) {
-	if strings.HasPrefix(name, FuseOverlayfsPrefix) {
+	if strings.HasPrefix(name, FuseOverlayfsPrefix) || IsOverrideStat(name) {
 		return "", false
 	}
 	p := ns.Prefix()

@@ -127,6 +127,8 @@ func (o *options) fsConfig() (fs.Config, fs.MountOptions) {
 		NoXattrs:    o.NoXattrs,
 		NoFsync:     o.NoFsync,
 		NoACL:       o.NoACL,
+
+		XattrPermissions: o.XattrPermissions,
 	}
 	if o.TimeoutSet {
 		t := o.Timeout

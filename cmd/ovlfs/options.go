@@ -57,9 +57,6 @@ type options struct {
 	RedirectDir      string
 	Xino             string
 
-	// Unsupported lists, in command-line order, the options that would change
-	// what the mount shows and are not implemented: the mount must fail.
-	Unsupported []string
 	// Unknown lists options that are warned about and ignored.
 	Unknown []string
 }
@@ -81,10 +78,12 @@ Options: lowerdir=A:B (\: escapes a colon), upperdir=U, workdir=W,
 static_nlink, noxattrs=1, fsync=0, volatile, timeout=SECONDS, allow_other,
 allow_root, default_permissions, ro, nodev, nosuid, noexec, noatime,
 context=..., debug, uidmapping=A:B:N[:A:B:N...] and gidmapping= (on-disk
-IDs A.. show as B..), squash_to_root, squash_to_uid=N, squash_to_gid=N.
+IDs A.. show as B..), squash_to_root, squash_to_uid=N, squash_to_gid=N,
+xattr_permissions=1|2 (owner and mode of upper files kept in the xattr
+security.fuseoverlayfs.override_stat or user.fuseoverlayfs.override_stat).
 Accepted for compatibility: threaded=, writeback=, fast_ino=, noacl,
 redirect_dir=, xino=, rw, dev, suid, exec, atime, user, nofail, _netdev,
-auto, noauto. Not supported yet: xattr_permissions=1|2.
+auto, noauto.
 `
 
 // parseArgs parses the command line (without the program name).
@@ -212,7 +211,6 @@ func (o *options) parseOpts(s string) error {
 				o.XattrPermissions = 0
 			case "1", "2":
 				o.XattrPermissions = int(val[0] - '0')
-				o.Unsupported = append(o.Unsupported, item)
 			default:
 				return bad("want 0, 1 or 2")
 			}

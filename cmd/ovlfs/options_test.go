@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -84,13 +86,12 @@ func TestParseArgs(t *testing.T) {
 			},
 		},
 		{
-			name: "squash and mapping options are parsed, xattr_permissions is refused",
+			name: "squash, mapping and xattr_permissions options are parsed",
 			args: []string{"-o", "lowerdir=/a,squash_to_root,squash_to_uid=5,squash_to_gid=6,xattr_permissions=2,gidmapping=0:0:10", "m"},
 			want: func(o *options) {
 				o.Lowers, o.Mountpoint = []string{"/a"}, "m"
 				o.SquashToRoot, o.SquashUID, o.SquashGID, o.XattrPermissions = true, 5, 6, 2
 				o.GIDMap = []idMap{{0, 0, 10}}
-				o.Unsupported = []string{"xattr_permissions=2"}
 			},
 		},
 		{name: "version", args: []string{"--version"}, want: func(o *options) { o.Version = true }},
@@ -171,4 +172,30 @@ func FuzzParseOptions(f *testing.F) {
 		}
 		o.fsConfig()
 	})
+}
+
+func TestUserAllowOther(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		conf string
+		want bool
+	}{
+		{"user_allow_other\n", true},
+		{"# comment\n  user_allow_other  \nmount_max = 10\n", true},
+		{"#user_allow_other\n", false},
+		{"user_allow_others\n", false},
+		{"mount_max = 1000 # user_allow_other\n", false},
+		{"", false},
+	} {
+		p := filepath.Join(dir, "fuse.conf")
+		if err := os.WriteFile(p, []byte(c.conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got := userAllowOther(p); got != c.want {
+			t.Errorf("userAllowOther(%q) = %v, want %v", c.conf, got, c.want)
+		}
+	}
+	if userAllowOther(filepath.Join(dir, "missing")) {
+		t.Error("a missing fuse.conf allows allow_other")
+	}
 }

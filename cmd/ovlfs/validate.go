@@ -15,8 +15,10 @@ import (
 // checks that the layers and the mount point make a sane overlay. It runs
 // before anything is mounted or forked.
 func (o *options) resolve() error {
-	if len(o.Unsupported) > 0 {
-		return fmt.Errorf("option %s is not supported yet", o.Unsupported[0])
+	if o.AllowOther && os.Geteuid() != 0 && !userAllowOther(fuseConf) {
+		// fusermount3 would refuse it with a message of its own after the
+		// daemon started; say it once, before anything happens.
+		return fmt.Errorf("allow_other: an ordinary user may use it only where %s has a line user_allow_other", fuseConf)
 	}
 	if len(o.Lowers) == 0 {
 		return errors.New("no lowerdir given (want -o lowerdir=DIR[:DIR...])")
@@ -87,6 +89,25 @@ func (o *options) resolve() error {
 		}
 	}
 	return nil
+}
+
+// fuseConf is fusermount3's configuration file.
+var fuseConf = "/etc/fuse.conf"
+
+// userAllowOther reports whether the fuse.conf at path lets ordinary users
+// mount with allow_other: a line "user_allow_other" ("#" starts a comment).
+func userAllowOther(path string) bool {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		if strings.TrimSpace(line) == "user_allow_other" {
+			return true
+		}
+	}
+	return false
 }
 
 // checkConnected fails when the mount point p belongs to a FUSE daemon that

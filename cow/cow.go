@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -24,6 +25,9 @@ type Scratch struct {
 	fd  int
 	seq atomic.Uint64
 	ns  whiteout.NS
+	// whMu guards haveWh: the shared whiteout exists (see NewWhiteout).
+	whMu   sync.Mutex
+	haveWh bool
 }
 
 // OpenScratch opens (making it if needed) workdir/ovlfs and removes what a

@@ -309,7 +309,7 @@ func (n *node) remove(name string, res *found) syscall.Errno {
 	case !inUpper:
 		// Nothing is at name in the upper dir: a whiteout made in place is
 		// as atomic as one renamed in.
-		err = unix.Mknodat(dfd, name, unix.S_IFCHR, 0)
+		err = sc.NewWhiteout(dfd, name)
 	case res.isDir && needWh:
 		err = sc.ReplaceDirWithWhiteout(dfd, name)
 	case res.isDir:

@@ -92,7 +92,7 @@ func wrStartChild(t *testing.T, script string) (wait func() string) {
 
 func wrScratchEmpty(t *testing.T, work, when string) {
 	t.Helper()
-	names, err := readdirNames(filepath.Join(work, "ovlfs"))
+	names, err := scratchObjects(work)
 	if err != nil && !os.IsNotExist(err) {
 		t.Errorf("%s: readdir workdir/ovlfs: %v", when, err)
 	}
@@ -141,7 +141,7 @@ func TestCrashCopyUp(t *testing.T) {
 			deadline := time.Now().Add(10 * time.Second)
 			seen := false
 			for time.Now().Before(deadline) {
-				if names, _ := readdirNames(filepath.Join(work, "ovlfs")); len(names) > 0 {
+				if names, _ := scratchObjects(work); len(names) > 0 {
 					seen = true
 					break
 				}

@@ -622,6 +622,20 @@ func readdirNames(dir string) ([]string, error) {
 	return f.Readdirnames(-1)
 }
 
+// scratchObjects lists the unfinished objects in ovlfs's scratch dir
+// (workdir/ovlfs): every name but the shared whiteout that new whiteouts are
+// hard links of (cow.NewWhiteout), which lives there for the whole mount.
+func scratchObjects(work string) ([]string, error) {
+	names, err := readdirNames(filepath.Join(work, "ovlfs"))
+	out := names[:0]
+	for _, n := range names {
+		if n != "whiteout" {
+			out = append(out, n)
+		}
+	}
+	return out, err
+}
+
 // Layer builders. Each creates missing parents with mode 0755 and fails the
 // test on error.
 

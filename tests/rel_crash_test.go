@@ -426,7 +426,7 @@ func TestRelCrash(t *testing.T) {
 				time.Sleep(200 * time.Microsecond)
 			}
 			time.Sleep(time.Duration(rr.Intn(3000)) * time.Microsecond)
-			if names, _ := readdirNames(filepath.Join(work, "ovlfs")); len(names) > 0 {
+			if names, _ := scratchObjects(work); len(names) > 0 {
 				scratchBusy++ // killed while an object was being built
 			}
 			wrKillDaemon(t, mnt)

@@ -50,7 +50,7 @@ func TestRelENOSPC(t *testing.T) {
 		}
 	}
 	scratchEmpty := func() bool {
-		names, _ := readdirNames(filepath.Join(work, "ovlfs"))
+		names, _ := scratchObjects(work)
 		return len(names) == 0
 	}
 	readsServed := func() bool {

@@ -83,13 +83,22 @@ func TestRuleDeleteLowerFileWhiteout(t *testing.T) {
 	m := mountOvlfs(t, []string{l}, u, w)
 	wrMust(t, "rm f", os.Remove(filepath.Join(m, "f")))
 	wrMust(t, "rm d/g", os.Remove(filepath.Join(m, "d/g")))
-	for _, p := range []string{"f", "d/g"} {
+	wrMust(t, "rmdir d", os.Remove(filepath.Join(m, "d")))
+	for _, p := range []string{"f", "d"} {
 		if !wrIsWhiteout(filepath.Join(u, p)) {
-			t.Errorf("upper/%s is not a char 0/0 whiteout after deleting the lower file", p)
+			t.Errorf("upper/%s is not a char 0/0 whiteout after deleting the lower entry", p)
 		}
 	}
-	checkHidden(t, m, "f", "d/g")
+	// Like the kernel's, the whiteouts are hard links of one inode.
+	var f, d unix.Stat_t
+	if unix.Lstat(filepath.Join(u, "f"), &f) == nil && unix.Lstat(filepath.Join(u, "d"), &d) == nil && f.Ino != d.Ino {
+		t.Errorf("upper/f (inode %d) and upper/d (inode %d): not links of one shared whiteout", f.Ino, d.Ino)
+	}
+	checkHidden(t, m, "f", "d/g", "d")
 	wrCheckNoJunk(t, u)
+	unmountFuse(t, m)
+	k := mountKernel(t, []string{l}, u, w)
+	checkHidden(t, k, "f", "d/g", "d")
 }
 
 func TestRuleDeleteUpperOnlyNoWhiteout(t *testing.T) {
@@ -377,7 +386,7 @@ func TestRuleStaleScratchCleaned(t *testing.T) {
 	mkWhiteout(t, j(w, "ovlfs", "#999.3"))
 	chmod(t, j(w, "ovlfs", "#999.2"), 0o500)
 	m := mountOvlfs(t, []string{l}, u, w)
-	if names, err := readdirNames(j(w, "ovlfs")); err != nil || len(names) != 0 {
+	if names, err := scratchObjects(w); err != nil || len(names) != 0 {
 		t.Errorf("workdir/ovlfs after mount: %q, %v; want empty", names, err)
 	}
 	if b, err := os.ReadFile(j(m, "f")); err != nil || string(b) != "f" {

@@ -432,9 +432,14 @@ type copiedKey struct{ ino, btime uint64 }
 
 // statxAt stats name of dfd like fstatat and also returns its birth time (0
 // where the filesystem does not keep one).
+// name "" stats dfd itself.
 func statxAt(dfd int, name string, st *unix.Stat_t) (uint64, error) {
 	var sx unix.Statx_t
-	if err := unix.Statx(dfd, name, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &sx); err != nil {
+	flags := unix.AT_SYMLINK_NOFOLLOW
+	if name == "" {
+		flags |= unix.AT_EMPTY_PATH
+	}
+	if err := unix.Statx(dfd, name, flags, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &sx); err != nil {
 		return 0, err
 	}
 	*st = unix.Stat_t{

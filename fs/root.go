@@ -39,6 +39,9 @@ type Root struct {
 	tmpfiles sync.Map // *node -> int
 	// noHandles is set once open_by_handle_at was refused (not root).
 	noHandles atomic.Bool
+	// noTmpfileLink is set once linkat(AT_EMPTY_PATH) was refused (not
+	// root): new files are then built in the scratch dir (createInPlace).
+	noTmpfileLink atomic.Bool
 	// passthrough: upper files may be served by FUSE passthrough, which the
 	// kernel allows to root in the initial user namespace only.
 	passthrough bool

@@ -160,8 +160,9 @@ func (n *node) place(ctx context.Context, name string, mode uint32, own bool, bu
 // aclDefault is the xattr of a directory's default POSIX ACL.
 const aclDefault = "system.posix_acl_default"
 
-// setOwner gives tmp the caller's uid and gid (the directory dfd's gid when it
-// is setgid), keeping the mode bits that chown clears.
+// setOwner gives tmp (in directory sfd; "": sfd itself) the caller's uid and
+// gid (the directory dfd's gid when it is setgid), keeping the mode bits that
+// chown clears.
 func (n *node) setOwner(ctx context.Context, dfd, sfd int, tmp string) syscall.Errno {
 	uid, gid := n.caller(ctx)
 	up := n.root.upper
@@ -175,8 +176,12 @@ func (n *node) setOwner(ctx context.Context, dfd, sfd int, tmp string) syscall.E
 	if dst.Mode&unix.S_ISGID != 0 {
 		gid = dst.Gid
 	}
+	atFlags := unix.AT_SYMLINK_NOFOLLOW
+	if tmp == "" {
+		atFlags |= unix.AT_EMPTY_PATH
+	}
 	var st unix.Stat_t
-	if err := unix.Fstatat(sfd, tmp, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := unix.Fstatat(sfd, tmp, &st, atFlags); err != nil {
 		return toErrno(err)
 	}
 	if up.override != "" && whiteout.OverrideFits(st.Mode) {
@@ -187,10 +192,13 @@ func (n *node) setOwner(ctx context.Context, dfd, sfd int, tmp string) syscall.E
 	if st.Uid == uid && st.Gid == gid {
 		return 0
 	}
-	if err := unix.Fchownat(sfd, tmp, int(uid), int(gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := unix.Fchownat(sfd, tmp, int(uid), int(gid), atFlags); err != nil {
 		return toErrno(err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFLNK && st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
+		if tmp == "" {
+			return toErrno(unix.Fchmod(sfd, st.Mode&0o7777))
+		}
 		return toErrno(unix.Fchmodat(sfd, tmp, st.Mode&0o7777, 0))
 	}
 	return 0
@@ -234,6 +242,13 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 }
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	if fd, res, errno, ok := n.createInPlace(ctx, name, flags, mode); ok {
+		if errno != 0 {
+			return nil, nil, 0, errno
+		}
+		in := n.newChild(ctx, name, res, out)
+		return in, in.Operations().(nodeOps).ovl().newHandle(fd, flags), 0, 0
+	}
 	fd := -1
 	in, errno := n.create(ctx, name, unix.S_IFREG|mode, func(sfd int, tmp string, umask uint32) error {
 		var err error
@@ -249,6 +264,75 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	c := in.Operations().(nodeOps).ovl()
 	return in, c.newHandle(fd, flags), 0, 0
+}
+
+// createInPlace makes a new regular file at name the way the kernel overlay
+// does where nothing is in the way: in n's upper directory itself, so that
+// the filesystem puts its inode there (building every file in the scratch dir
+// crowds one ext4 block group: most of the time of an untar went to inode
+// allocation) and gives it the directory's default ACL and setgid group. It
+// is an O_TMPFILE that gets its owner before linkat gives it its name, so no
+// half-made file is ever seen. ok is false, with nothing done, where the
+// scratch path must make it: a whiteout at name, an upper filesystem without
+// O_TMPFILE, or linkat refused (AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH).
+func (n *node) createInPlace(ctx context.Context, name string, flags, mode uint32) (fd int, res *found, errno syscall.Errno, ok bool) {
+	r := n.root
+	if r.noTmpfileLink.Load() || whiteout.IsMarkerName(name) {
+		return -1, nil, 0, false
+	}
+	dfd, errno := n.upperDir()
+	if errno != 0 {
+		return -1, nil, errno, true
+	}
+	defer unix.Close(dfd)
+	var st unix.Stat_t
+	switch err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); {
+	case err == nil && whiteout.IsWhiteoutStat(&st):
+		return -1, nil, 0, false
+	case err == nil:
+		return -1, nil, syscall.EEXIST, true
+	case err != unix.ENOENT:
+		return -1, nil, toErrno(err), true
+	}
+	umask := uint32(0) // a default ACL replaces the umask
+	if acl, _ := getxattrAt(dfd, "", aclDefault); len(acl) == 0 {
+		umask = r.callerUmask(ctx)
+	}
+	// O_TMPFILE needs write access; the kernel keeps the client to its own
+	// access mode.
+	fl := int(flags) &^ (unix.O_ACCMODE | unix.O_TRUNC | unix.O_EXCL | unix.O_CREAT | unix.O_NOFOLLOW)
+	fd, err := unix.Openat(dfd, ".", fl|unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, mode&0o7777&^umask)
+	if err != nil {
+		if err == unix.EOPNOTSUPP || err == unix.EISDIR || err == unix.EINVAL {
+			return -1, nil, 0, false
+		}
+		return -1, nil, toErrno(err), true
+	}
+	fail := func(errno syscall.Errno) (int, *found, syscall.Errno, bool) {
+		unix.Close(fd)
+		return -1, nil, errno, true
+	}
+	if errno := n.setOwner(ctx, dfd, fd, ""); errno != 0 {
+		return fail(errno)
+	}
+	if err := unix.Linkat(fd, "", dfd, name, unix.AT_EMPTY_PATH); err != nil {
+		var dst unix.Stat_t
+		if err == unix.EPERM || err == unix.ENOENT && unix.Fstat(dfd, &dst) == nil && dst.Nlink > 0 {
+			r.noTmpfileLink.Store(true) // not allowed here: the scratch path from now on
+			unix.Close(fd)
+			return -1, nil, 0, false
+		}
+		return fail(toErrno(err))
+	}
+	n.changed()
+	res = &found{stack: []layerEntry{{layer: 0}}, layer: r.upper}
+	if res.btime, err = statxAt(fd, "", &res.st); err != nil {
+		return fail(toErrno(err))
+	}
+	if err := r.upper.shownAt(fd, "", &res.st); err != nil {
+		return fail(toErrno(err))
+	}
+	return fd, res, 0, true
 }
 
 func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {

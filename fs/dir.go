@@ -17,7 +17,12 @@ import (
 // first read (not at opendir, so that it is as fresh as the first READDIR), and
 // offsets (index+1) stay stable for seekdir/telldir while it is open.
 type dirHandle struct {
-	n    *node
+	n *node
+	// l and fd (O_PATH, -1: none) hold the directory shown at opendir, so
+	// that fstat still answers once it is removed or renamed over while
+	// open, as on the kernel overlay.
+	l    *layer
+	fd   int
 	mu   sync.Mutex
 	ents []fuse.DirEntry // nil until the first read
 	pos  int
@@ -28,6 +33,7 @@ var (
 	_ = (gofs.FileSeekdirer)((*dirHandle)(nil))
 	_ = (gofs.FileFsyncdirer)((*dirHandle)(nil))
 	_ = (gofs.FileLookuper)((*dirHandle)(nil))
+	_ = (gofs.FileReleasedirer)((*dirHandle)(nil))
 )
 
 // Lookup answers the lookups of READDIRPLUS. A child the kernel already holds
@@ -63,7 +69,19 @@ func (h *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	// No FOPEN_CACHE_DIR: with it, readdir under concurrent creates in the
 	// same directory missed names the reader had just made (TestRelLoad).
-	return &dirHandle{n: n}, 0, 0
+	h := &dirHandle{n: n, fd: -1}
+	if l, p, errno := n.top(); errno == 0 {
+		if fd, err := l.openat2(p, unix.O_PATH|unix.O_DIRECTORY); err == nil {
+			h.l, h.fd = l, fd
+		}
+	}
+	return h, 0, 0
+}
+
+func (h *dirHandle) Releasedir(ctx context.Context, flags uint32) {
+	if h.fd >= 0 {
+		unix.Close(h.fd)
+	}
 }
 
 // loadLocked merges the listing if that has not happened yet.

@@ -68,11 +68,30 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 // openData opens the file holding n's data with the open(2) flags fl.
 func (n *node) openData(fl int) (int, syscall.Errno) {
 	l, p, errno := n.data()
+	if errno == syscall.ESTALE {
+		return -1, syscall.ENOENT // renamed over or unlinked since the lookup
+	}
 	if errno != 0 {
 		return -1, errno
 	}
 	fd, err := l.openat2(p, fl&^unix.O_NOATIME)
-	return fd, toErrno(err)
+	if err == unix.ENOTDIR {
+		// A symlink where this file or a directory above it was: the name
+		// was renamed over since the kernel looked it up. The file it named
+		// is gone (as for a node renamed over: pathOf).
+		return -1, syscall.ENOENT
+	}
+	if err != nil {
+		return -1, toErrno(err)
+	}
+	// Only regular files are opened here; anything else now at the path is
+	// another object, and the file this node was is gone.
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		return -1, syscall.ENOENT
+	}
+	return fd, 0
 }
 
 func (n *node) newHandle(fd int, flags uint32) *fileHandle {

@@ -46,6 +46,9 @@ type node struct {
 	// dirGen counts changes of a directory's names; list caches its listing.
 	dirGen atomic.Uint64
 	list   atomic.Pointer[listing]
+	// lowerCtime is the ctime (ns) of a lower file as last shown to the
+	// kernel, to notice a lower layer changed behind the mount (0: none).
+	lowerCtime atomic.Int64
 }
 
 var (
@@ -151,6 +154,9 @@ func (n *node) fillAttr(l *layer, st *unix.Stat_t, out *fuse.Attr) {
 	attrFromStat(st, out)
 	out.Uid, out.Gid = n.root.ids.view(st.Uid, st.Gid)
 	out.Ino = l.inoBits | st.Ino
+	if !l.upper && !n.isDir {
+		n.lowerCtime.Store(st.Ctim.Nano())
+	}
 	if n.isDir && (n.root.cfg.StaticNlink || len(n.entries()) > 1) {
 		// A merged directory has no meaningful link count (the kernel says 1).
 		out.Nlink = 1

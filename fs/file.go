@@ -24,7 +24,7 @@ type fileHandle struct {
 	writable bool
 	noFsync  bool
 	// lowerCtime is the ctime (ns) of a lower file when it was opened (0:
-	// the file is in the upper layer, which only the mount changes).
+	// the file is in the upper layer, which only the mount changes); under mu.
 	lowerCtime int64
 	// cached: the kernel serves this open through FUSE requests (and its page
 	// cache), not through passthrough to the layer file.
@@ -177,12 +177,15 @@ func (f *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	if err != nil {
 		return nil, toErrno(err)
 	}
-	if f.lowerCtime != 0 {
+	f.mu.Lock()
+	lc := f.lowerCtime
+	f.mu.Unlock()
+	if lc != 0 {
 		// A lower file changed behind the mount since this open: the kernel
 		// may hold its old size and pages, and these bytes would mix with
 		// them. (No notify here: it would wait on the pages this read fills.)
 		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil || st.Ctim.Nano() != f.lowerCtime {
+		if err := unix.Fstat(fd, &st); err != nil || st.Ctim.Nano() != lc {
 			return nil, syscall.ESTALE
 		}
 	}

@@ -26,7 +26,12 @@ import (
 // by whichever reader is at its end, and entries from a listing older than
 // the version the cache was started at would stay in it.
 type dirHandle struct {
-	n    *node
+	n *node
+	// l and fd (O_PATH, -1: none) hold the directory shown at opendir, so
+	// that fstat still answers once it is removed or renamed over while
+	// open, as on the kernel overlay.
+	l    *layer
+	fd   int
 	mu   sync.Mutex
 	req  context.Context // the request last served
 	gen  uint64          // n.dirGen when ents was taken
@@ -40,6 +45,7 @@ var (
 	_ = (gofs.FileSeekdirer)((*dirHandle)(nil))
 	_ = (gofs.FileFsyncdirer)((*dirHandle)(nil))
 	_ = (gofs.FileLookuper)((*dirHandle)(nil))
+	_ = (gofs.FileReleasedirer)((*dirHandle)(nil))
 )
 
 // Lookup answers the lookups of READDIRPLUS. A child the kernel already holds
@@ -76,7 +82,19 @@ func (h *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
 // change of a directory's names made through the mount bumps its version in
 // the kernel, which drops the cache at the next opendir.
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	return &dirHandle{n: n}, fuse.FOPEN_CACHE_DIR, 0
+	h := &dirHandle{n: n, fd: -1}
+	if l, p, errno := n.top(); errno == 0 {
+		if fd, err := l.openat2(p, unix.O_PATH|unix.O_DIRECTORY); err == nil {
+			h.l, h.fd = l, fd
+		}
+	}
+	return h, fuse.FOPEN_CACHE_DIR, 0
+}
+
+func (h *dirHandle) Releasedir(ctx context.Context, flags uint32) {
+	if h.fd >= 0 {
+		unix.Close(h.fd)
+	}
 }
 
 // syncLocked takes the current listing at the first entry of a request when

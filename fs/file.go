@@ -23,6 +23,9 @@ type fileHandle struct {
 	gen      uint32
 	writable bool
 	noFsync  bool
+	// lowerCtime is the ctime (ns) of a lower file when it was opened (0:
+	// the file is in the upper layer, which only the mount changes); under mu.
+	lowerCtime int64
 	// cached: the kernel serves this open through FUSE requests (and its page
 	// cache), not through passthrough to the layer file.
 	cached bool
@@ -56,23 +59,53 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if flags&unix.O_TRUNC != 0 {
 		fl |= unix.O_TRUNC
 	}
-	fd, errno := n.openData(fl)
+	var st unix.Stat_t
+	fd, errno := n.openData(fl, &st)
 	if errno != 0 {
 		return nil, 0, errno
 	}
+	h := n.newHandle(fd, flags)
+	if !n.inUpper() {
+		h.lowerCtime = st.Ctim.Nano()
+		if shown := n.lowerCtime.Load(); shown != 0 && shown != h.lowerCtime {
+			// The lower file changed behind the mount since the kernel was
+			// shown it: make it drop the size and pages it holds, or it
+			// would mix them with the new data.
+			n.NotifyContent(0, 0)
+		}
+	}
 	// The page cache stays valid across opens: every write goes through the
 	// mount, and the kernel drops pages whose file changed size or mtime.
-	return n.newHandle(fd, flags), fuse.FOPEN_KEEP_CACHE, 0
+	return h, fuse.FOPEN_KEEP_CACHE, 0
 }
 
-// openData opens the file holding n's data with the open(2) flags fl.
-func (n *node) openData(fl int) (int, syscall.Errno) {
+// openData opens the file holding n's data with the open(2) flags fl and
+// fills st with its attributes.
+func (n *node) openData(fl int, st *unix.Stat_t) (int, syscall.Errno) {
 	l, p, errno := n.data()
+	if errno == syscall.ESTALE {
+		return -1, syscall.ENOENT // renamed over or unlinked since the lookup
+	}
 	if errno != 0 {
 		return -1, errno
 	}
 	fd, err := l.openat2(p, fl&^unix.O_NOATIME)
-	return fd, toErrno(err)
+	if err == unix.ENOTDIR {
+		// A symlink where this file or a directory above it was: the name
+		// was renamed over since the kernel looked it up. The file it named
+		// is gone (as for a node renamed over: pathOf).
+		return -1, syscall.ENOENT
+	}
+	if err != nil {
+		return -1, toErrno(err)
+	}
+	// Only regular files are opened here; anything else now at the path is
+	// another object, and the file this node was is gone.
+	if err := unix.Fstat(fd, st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		return -1, syscall.ENOENT
+	}
+	return fd, 0
 }
 
 func (n *node) newHandle(fd int, flags uint32) *fileHandle {
@@ -124,10 +157,11 @@ func (f *fileHandle) current() (int, syscall.Errno) {
 		gen := f.n.gen
 		f.n.mu.Unlock()
 		if gen != f.gen {
-			fd, errno := f.n.openData(f.flags)
+			var st unix.Stat_t
+			fd, errno := f.n.openData(f.flags, &st)
 			if errno == 0 {
 				unix.Close(f.fd)
-				f.fd, f.gen = fd, gen
+				f.fd, f.gen, f.lowerCtime = fd, gen, 0 // now the upper copy
 			}
 		}
 	}
@@ -142,6 +176,18 @@ func (f *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	n, err := unix.Pread(fd, dest, off)
 	if err != nil {
 		return nil, toErrno(err)
+	}
+	f.mu.Lock()
+	lc := f.lowerCtime
+	f.mu.Unlock()
+	if lc != 0 {
+		// A lower file changed behind the mount since this open: the kernel
+		// may hold its old size and pages, and these bytes would mix with
+		// them. (No notify here: it would wait on the pages this read fills.)
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil || st.Ctim.Nano() != lc {
+			return nil, syscall.ESTALE
+		}
 	}
 	return fuse.ReadResultData(dest[:n]), 0
 }

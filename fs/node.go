@@ -46,6 +46,9 @@ type node struct {
 	// dirGen counts changes of a directory's names; list caches its listing.
 	dirGen atomic.Uint64
 	list   atomic.Pointer[listing]
+	// lowerCtime is the ctime (ns) of a lower file as last shown to the
+	// kernel, to notice a lower layer changed behind the mount (0: none).
+	lowerCtime atomic.Int64
 }
 
 var (
@@ -151,6 +154,9 @@ func (n *node) fillAttr(l *layer, st *unix.Stat_t, out *fuse.Attr) {
 	attrFromStat(st, out)
 	out.Uid, out.Gid = n.root.ids.view(st.Uid, st.Gid)
 	out.Ino = l.inoBits | st.Ino
+	if !l.upper && !n.isDir {
+		n.lowerCtime.Store(st.Ctim.Nano())
+	}
 	if n.isDir && (n.root.cfg.StaticNlink || len(n.entries()) > 1) {
 		// A merged directory has no meaningful link count (the kernel says 1).
 		out.Nlink = 1
@@ -159,10 +165,23 @@ func (n *node) fillAttr(l *layer, st *unix.Stat_t, out *fuse.Attr) {
 
 func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	errno := n.stat(&out.Attr)
+	if errno == 0 && out.Attr.Mode&unix.S_IFMT != n.StableAttr().Mode&unix.S_IFMT && !n.IsRoot() {
+		// The path now names another object (renamed over since the
+		// lookup): never show its attributes as this node's.
+		errno = syscall.ESTALE
+	}
 	if errno == syscall.ESTALE {
 		// Unlinked while open, or an O_TMPFILE not linked in yet.
 		if fh, ok := f.(*fileHandle); ok {
 			return fh.stat(&out.Attr)
+		}
+		if dh, ok := f.(*dirHandle); ok && dh.fd >= 0 {
+			var st unix.Stat_t
+			if err := unix.Fstat(dh.fd, &st); err != nil {
+				return toErrno(err)
+			}
+			n.fillAttr(dh.l, &st, &out.Attr)
+			return 0
 		}
 		if fd, ok := n.tmpfileFd(); ok {
 			var st unix.Stat_t
@@ -178,6 +197,9 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	l, p, errno := n.top()
+	if errno == syscall.ESTALE {
+		return nil, syscall.ENOENT // renamed over or unlinked since the lookup, as in Open
+	}
 	if errno != 0 {
 		return nil, errno
 	}

@@ -449,8 +449,16 @@ func TestRelCrash(t *testing.T) {
 			}
 			switch failErr {
 			case "", "ENOTCONN", "ECONNABORTED":
+			case "EIO":
+				// The kernel's answer when the request (or its reply) was
+				// being copied between it and the daemon as the kill came:
+				// fuse_dev_do_read/fuse_dev_do_write end the request with
+				// -EIO when that copy fails while the connection is still
+				// up, as a copy into or out of a dying process can. The state is then
+				// before or after the op, which the checks below still
+				// demand; the same ops without a kill never give EIO.
 			default:
-				t.Errorf("op %d %+v failed with %s (the daemon was being killed; only ENOTCONN/ECONNABORTED are expected)", done, ops[done], failErr)
+				t.Errorf("op %d %+v failed with %s (the daemon was being killed; only ENOTCONN/ECONNABORTED/EIO are expected)", done, ops[done], failErr)
 			}
 			before := model.clone()
 			for _, op := range ops[:done] {

@@ -291,6 +291,10 @@ const relWorkerEnv = "REL_WORKER"
 
 var relWorkers = map[string]func(spec string) error{}
 
+// relTWorkers are helper kinds that report through the helper's own
+// *testing.T (a failure is the process's exit status and output).
+var relTWorkers = map[string]func(t *testing.T, spec string){}
+
 // TestRelWorker is not a test: run with $REL_WORKER set, it is a helper
 // process of the crash and load tests (one process per worker, so that the
 // daemon serves several clients as it would in a container).
@@ -300,6 +304,10 @@ func TestRelWorker(t *testing.T) {
 		t.Skip("helper process of the reliability tests; runs only with $" + relWorkerEnv)
 	}
 	kind, spec, _ := strings.Cut(v, ":")
+	if fn := relTWorkers[kind]; fn != nil {
+		fn(t, spec)
+		return
+	}
 	fn := relWorkers[kind]
 	if fn == nil {
 		t.Fatalf("unknown worker kind %q", kind)

@@ -95,6 +95,25 @@ func (h *dirHandle) Releasedir(ctx context.Context, flags uint32) {
 	if h.fd >= 0 {
 		unix.Close(h.fd)
 	}
+	h.mu.Lock()
+	h.dropStaleLocked()
+	h.mu.Unlock()
+}
+
+// dropStaleLocked makes the kernel drop the directory's readdir cache where
+// the entries this handle served last may be older than it: the directory
+// changed since they were listed. The kernel appends to its cache whichever
+// reply is at the cache's end when it arrives, and a reply listed before a
+// change can arrive after another reader has started the cache anew past that
+// change (a reader descheduled between our reply and its processing); the
+// cache would then miss the change until the next one. By the time this
+// handle sends its next request (or releases), its last reply is in the
+// cache, and dropping the cache's pages makes the kernel start it again.
+// Preconditions: h.mu is locked.
+func (h *dirHandle) dropStaleLocked() {
+	if h.ents != nil && h.n.dirGen.Load() != h.gen {
+		h.n.NotifyContent(0, 0)
+	}
 }
 
 // syncLocked takes the current listing at the first entry of a request when
@@ -104,6 +123,7 @@ func (h *dirHandle) Releasedir(ctx context.Context, flags uint32) {
 // Preconditions: h.mu is locked.
 func (h *dirHandle) syncLocked(ctx context.Context) syscall.Errno {
 	if h.ents == nil || ctx != h.req && h.n.dirGen.Load() != h.gen {
+		h.dropStaleLocked()
 		gen := h.n.dirGen.Load()
 		ents, errno := h.n.mergedEntries()
 		if errno != 0 {

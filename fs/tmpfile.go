@@ -7,9 +7,6 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
-
-	"github.com/ovlfs/ovlfs/cow"
-	"github.com/ovlfs/ovlfs/whiteout"
 )
 
 var _ = (gofs.NodeTmpfiler)((*node)(nil))
@@ -24,31 +21,16 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	}
 	defer unix.Close(dfd)
 	fl := int(flags) & (openFlags &^ unix.O_ACCMODE)
-	perm := mode & 0o7777
-	if acl, _ := getxattrAt(dfd, "", aclDefault); len(acl) == 0 {
-		perm &^= n.root.callerUmask(ctx)
-	}
-	fd, err := unix.Openat(dfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC|fl, perm)
+	fd, err := unix.Openat(dfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC|fl, mode&0o7777&^n.newUmask(ctx, dfd))
 	if err != nil {
 		return nil, nil, 0, toErrno(err)
 	}
-	uid, gid := n.caller(ctx)
 	var st unix.Stat_t
-	if ov := n.root.upper.override; ov != "" {
-		err = cow.SetOverride(fd, "", ov, whiteout.OverrideStat{Uid: uid, Gid: gid, Mode: perm}, unix.S_IFREG)
-		if err == nil {
-			err = n.root.fstatShown(fd, &st)
-		}
-	} else if err := unix.Fstat(fd, &st); err == nil && (st.Uid != uid || st.Gid != gid) {
-		err = unix.Fchown(fd, int(uid), int(gid))
-		if err == nil && mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
-			err = unix.Fchmod(fd, mode&0o7777)
-		}
-		if err == nil {
-			err = unix.Fstat(fd, &st)
-		}
+	if errno := n.setOwner(ctx, dfd, fd, ""); errno != 0 {
+		unix.Close(fd)
+		return nil, nil, 0, errno
 	}
-	if err != nil {
+	if err := n.root.fstatShown(fd, &st); err != nil {
 		unix.Close(fd)
 		return nil, nil, 0, toErrno(err)
 	}

@@ -160,6 +160,16 @@ func (n *node) place(ctx context.Context, name string, mode uint32, own bool, bu
 // aclDefault is the xattr of a directory's default POSIX ACL.
 const aclDefault = "system.posix_acl_default"
 
+// newUmask is the umask of an object made right in the upper directory dfd:
+// the caller's, unless dfd has a default ACL, which replaces it (the
+// filesystem applies the ACL itself).
+func (n *node) newUmask(ctx context.Context, dfd int) uint32 {
+	if acl, _ := getxattrAt(dfd, "", aclDefault); len(acl) == 0 {
+		return n.root.callerUmask(ctx)
+	}
+	return 0
+}
+
 // setOwner gives tmp (in directory sfd; "": sfd itself) the caller's uid and
 // gid (the directory dfd's gid when it is setgid), keeping the mode bits that
 // chown clears.
@@ -294,14 +304,10 @@ func (n *node) createInPlace(ctx context.Context, name string, flags, mode uint3
 	case err != unix.ENOENT:
 		return -1, nil, toErrno(err), true
 	}
-	umask := uint32(0) // a default ACL replaces the umask
-	if acl, _ := getxattrAt(dfd, "", aclDefault); len(acl) == 0 {
-		umask = r.callerUmask(ctx)
-	}
 	// O_TMPFILE needs write access; the kernel keeps the client to its own
 	// access mode.
 	fl := int(flags) &^ (unix.O_ACCMODE | unix.O_TRUNC | unix.O_EXCL | unix.O_CREAT | unix.O_NOFOLLOW)
-	fd, err := unix.Openat(dfd, ".", fl|unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, mode&0o7777&^umask)
+	fd, err := unix.Openat(dfd, ".", fl|unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, mode&0o7777&^n.newUmask(ctx, dfd))
 	if err != nil {
 		if err == unix.EOPNOTSUPP || err == unix.EISDIR || err == unix.EINVAL {
 			return -1, nil, 0, false

@@ -131,6 +131,7 @@ func (n *node) copyUpLocked(dfd int, name string, noData bool) syscall.Errno {
 	}
 	n.gen++
 	n.mu.Unlock()
+	n.xattrsChanged() // the copy may carry a label the upper filesystem gave it
 	return 0
 }
 

@@ -383,6 +383,7 @@ func (n *node) newChild(ctx context.Context, name string, res *found, out *fuse.
 		c.mu.Lock()
 		c.stack, c.isDir, c.metacopy = res.stack, res.isDir, res.metacopy
 		c.mu.Unlock()
+		c.xattrsChanged()
 		child = c
 	}
 	child.fillAttr(res.layer, &res.st, &out.Attr)

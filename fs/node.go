@@ -46,6 +46,9 @@ type node struct {
 	// dirGen counts changes of a directory's names; list caches its listing.
 	dirGen atomic.Uint64
 	list   atomic.Pointer[listing]
+	// xattrs: the low bits say which of absentXattrs the file is known not
+	// to have, the high 32 bits count changes of its xattrs (see Getxattr).
+	xattrs atomic.Uint64
 	// lowerCtime is the ctime (ns) of a lower file as last shown to the
 	// kernel, to notice a lower layer changed behind the mount (0: none).
 	lowerCtime atomic.Int64

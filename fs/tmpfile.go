@@ -66,4 +66,5 @@ func (n *node) named() {
 	n.stack = []layerEntry{{layer: 0}}
 	n.gen++
 	n.mu.Unlock()
+	n.xattrsChanged()
 }

@@ -869,6 +869,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 		return errno
 	}
 	defer unix.Close(dfd)
+	defer n.xattrsChanged()
 	if name == "" {
 		return toErrno(unix.Fsetxattr(dfd, key, data, int(flags)))
 	}
@@ -889,6 +890,7 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 		return errno
 	}
 	defer unix.Close(dfd)
+	defer n.xattrsChanged()
 	if name == "" {
 		return toErrno(unix.Fremovexattr(dfd, key))
 	}

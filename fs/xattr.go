@@ -29,7 +29,41 @@ func (n *node) withEntry(f func(dfd int, name string) syscall.Errno) syscall.Err
 	return f(dfd, name)
 }
 
+// absentXattrs are names the kernel asks about for nearly every file and
+// that most files lack: ls -l asks for the SELinux label and the ACLs of
+// each, and every write asks for security.capability (the check whether it
+// must drop privileges). A node remembers which of them its file lacks, so
+// that asking again costs the daemon no system call.
+var absentXattrs = [...]string{"security.selinux", "security.capability", "system.posix_acl_access", "system.posix_acl_default"}
+
+func absentBit(attr string) uint64 {
+	for i, a := range absentXattrs {
+		if a == attr {
+			return 1 << i
+		}
+	}
+	return 0
+}
+
+// xattrsChanged forgets what n knows about absent xattrs: its file's xattrs
+// were changed through the mount, or it is another file now (a copy-up).
+// Called after the change, so that a Getxattr that saw the file before it
+// cannot record its answer after.
+func (n *node) xattrsChanged() {
+	for {
+		w := n.xattrs.Load()
+		if n.xattrs.CompareAndSwap(w, (w>>32+1)<<32) {
+			return
+		}
+	}
+}
+
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	bit := absentBit(attr)
+	known := n.xattrs.Load()
+	if known&bit != 0 {
+		return 0, syscall.ENODATA
+	}
 	key, ok := whiteout.Escape(attr, n.root.ns)
 	if !ok {
 		return 0, syscall.ENODATA
@@ -44,6 +78,11 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	case errno != 0:
 		return 0, errno
 	case v == nil:
+		if bit != 0 {
+			// Unless the xattrs changed meanwhile (then this answer may be
+			// older than the change).
+			n.xattrs.CompareAndSwap(known, known|bit)
+		}
 		return 0, syscall.ENODATA
 	case len(dest) < len(v):
 		return uint32(len(v)), syscall.ERANGE

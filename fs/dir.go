@@ -38,6 +38,10 @@ type dirHandle struct {
 	ents []fuse.DirEntry // nil until the first read
 	pos  int             // index in ents of the next entry
 	off  uint64          // cookie of the last entry served, 0 at the start
+	// dirs holds the layer directories the lookups of the request dirsReq
+	// (READDIRPLUS) look into.
+	dirs    dirFds
+	dirsReq context.Context
 }
 
 var (
@@ -56,7 +60,17 @@ func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	if h.n.GetChild(name) != nil {
 		return nil, syscall.ENOENT
 	}
-	return h.n.Lookup(ctx, name, out)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if ctx != h.dirsReq {
+		// A new request: what the last one opened is not trusted any more.
+		h.dirs.closeAll()
+		h.dirsReq = ctx
+	}
+	if h.dirs == nil {
+		h.dirs = dirFds{}
+	}
+	return h.n.lookupWith(ctx, name, out, h.dirs)
 }
 
 // Fsyncdir syncs the directory's upper copy; a directory only in lower layers
@@ -97,6 +111,7 @@ func (h *dirHandle) Releasedir(ctx context.Context, flags uint32) {
 	}
 	h.mu.Lock()
 	h.dropStaleLocked()
+	h.dirs.closeAll()
 	h.mu.Unlock()
 }
 

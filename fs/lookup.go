@@ -44,6 +44,12 @@ type redirect struct {
 // Redirects are followed in the trusted NS only (the kernel never follows them
 // with userxattr).
 func (n *node) lookupName(name string) (*found, syscall.Errno) {
+	return n.lookupNameIn(name, nil)
+}
+
+// lookupNameIn is lookupName with the layer directories it looks into kept
+// open in dirs (nil: each opened and closed per lookup).
+func (n *node) lookupNameIn(name string, dirs dirFds) (*found, syscall.Errno) {
 	if whiteout.IsMarkerName(name) {
 		return nil, syscall.ENOENT
 	}
@@ -82,7 +88,7 @@ func (n *node) lookupName(name string) (*found, syscall.Errno) {
 				explicit = joinPath(p, lname)
 			}
 		}
-		dfd, err := l.openDir(dirPath)
+		dfd, kept, err := dirs.open(l, dirPath)
 		if err != nil {
 			if err == unix.ENOENT || err == unix.ENOTDIR {
 				continue // a redirect target missing from this layer
@@ -90,7 +96,9 @@ func (n *node) lookupName(name string) (*found, syscall.Errno) {
 			return nil, toErrno(err)
 		}
 		stop, errno := n.lookupIn(l, dfd, lname, marker, layerEntry{layer: e.layer, path: explicit}, &res, &rd)
-		unix.Close(dfd)
+		if !kept {
+			unix.Close(dfd)
+		}
 		if errno != 0 {
 			return nil, errno
 		}
@@ -342,11 +350,53 @@ func isXattrWhiteout(dfd int, lname string, ns whiteout.NS) bool {
 }
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	res, errno := n.lookupName(name)
+	return n.lookupWith(ctx, name, out, nil)
+}
+
+// lookupWith is Lookup with the layer directories kept open in dirs.
+func (n *node) lookupWith(ctx context.Context, name string, out *fuse.EntryOut, dirs dirFds) (*gofs.Inode, syscall.Errno) {
+	res, errno := n.lookupNameIn(name, dirs)
 	if errno != 0 {
 		return nil, errno
 	}
 	return n.newChild(ctx, name, res, out), 0
+}
+
+// dirFds holds layer directories open across the lookups of one READDIRPLUS
+// request, which all look into the same few: each is resolved (openat2,
+// beneath its layer) once per request instead of once per entry.
+type dirFds map[dirKey]int
+
+type dirKey struct {
+	l    *layer
+	path string
+}
+
+// maxDirFds bounds the directories one request keeps open.
+const maxDirFds = 32
+
+// open opens directory p of layer l, or finds it open; kept says that it
+// stays open (the caller must not close it).
+func (c dirFds) open(l *layer, p string) (fd int, kept bool, err error) {
+	if c != nil {
+		if fd, ok := c[dirKey{l, p}]; ok {
+			return fd, true, nil
+		}
+	}
+	fd, err = l.openDir(p)
+	if err != nil || c == nil || len(c) >= maxDirFds {
+		return fd, false, err
+	}
+	c[dirKey{l, p}] = fd
+	return fd, true, nil
+}
+
+// closeAll closes every directory held.
+func (c dirFds) closeAll() {
+	for k, fd := range c {
+		unix.Close(fd)
+		delete(c, k)
+	}
 }
 
 // newChild makes (or finds again) the inode of a resolved name and fills out.

@@ -771,7 +771,18 @@ cleanup_mode() {
 	bh rm --all >/dev/null 2>&1
 	left=$(in_ns cat /proc/self/mountinfo 2>/dev/null | awk -v d="$D" 'index($5, d) == 1 && / - fuse\.ovlfs /')
 	[[ -z $left ]] && pass "$MODE/end: no ovlfs mount left in the store" || fail "$MODE/end: no ovlfs mount left in the store" "mounts left" "$left"
-	check "$MODE/end: podman system reset" pm system reset -f
+	# Podman 4.3's reset can trip over its own files in tmp_dir (on the host
+	# filesystem, not an ovlfs mount) while it deletes that dir: "unlinkat
+	# $D/tmp: directory not empty" (seen in 2 of 3 runs on one day, with
+	# nothing of ovlfs mounted or running by then: both are checked around
+	# it). That one error gets a second reset; any other fails the check.
+	local out rc=0
+	out=$(pm system reset -f 2>&1) || rc=$?
+	if ((rc != 0)) && [[ $out == *"unlinkat $D/tmp: directory not empty"* ]]; then
+		echo "     (podman system reset: retried after: unlinkat $D/tmp: directory not empty)"
+		rc=0; out=$(pm system reset -f 2>&1) || rc=$?
+	fi
+	((rc == 0)) && pass "$MODE/end: podman system reset" || fail "$MODE/end: podman system reset" "exit $rc: pm system reset -f" "$out"
 	sleep 0.5
 	pids=$(all_daemons)
 	[[ -z $pids ]] && pass "$MODE/end: no ovlfs daemon left" || fail "$MODE/end: no ovlfs daemon left" "pids $pids" "$(for p in $pids; do tr '\0' ' ' <"/proc/$p/cmdline"; echo; done)"

@@ -175,4 +175,7 @@ func (n *node) OnForget() {
 	if n.copiedAs.ino != 0 {
 		n.root.copied.CompareAndDelete(n.copiedAs, n.StableAttr())
 	}
+	if n.isDir {
+		n.root.unpinDir(n)
+	}
 }

@@ -26,12 +26,7 @@ import (
 // by whichever reader is at its end, and entries from a listing older than
 // the version the cache was started at would stay in it.
 type dirHandle struct {
-	n *node
-	// l and fd (O_PATH, -1: none) hold the directory shown at opendir, so
-	// that fstat still answers once it is removed or renamed over while
-	// open, as on the kernel overlay.
-	l    *layer
-	fd   int
+	n    *node
 	mu   sync.Mutex
 	req  context.Context // the request last served
 	gen  uint64          // n.dirGen when ents was taken
@@ -92,42 +87,69 @@ func (h *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
 	return toErrno(unix.Fsync(fd))
 }
 
-// OpendirHandle lets the kernel cache the listing (FOPEN_CACHE_DIR): every
-// change of a directory's names made through the mount bumps its version in
-// the kernel, which drops the cache at the next opendir.
+// OpendirHandle lets the kernel cache the listing (FOPEN_CACHE_DIR). Where
+// the kernel supports it, OPENDIR is not even sent (see rawFS) and each
+// READDIR gets a handle of its own. Opening touches no layer.
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	h := &dirHandle{n: n, fd: -1}
-	if l, p, errno := n.top(); errno == 0 {
-		if fd, err := l.openat2(p, unix.O_PATH|unix.O_DIRECTORY); err == nil {
-			h.l, h.fd = l, fd
-		}
-	}
-	return h, fuse.FOPEN_CACHE_DIR, 0
+	return &dirHandle{n: n}, fuse.FOPEN_CACHE_DIR, 0
 }
 
 func (h *dirHandle) Releasedir(ctx context.Context, flags uint32) {
-	if h.fd >= 0 {
-		unix.Close(h.fd)
-	}
 	h.mu.Lock()
-	h.dropStaleLocked()
 	h.dirs.closeAll()
 	h.mu.Unlock()
 }
 
-// dropStaleLocked makes the kernel drop the directory's readdir cache where
-// the entries this handle served last may be older than it: the directory
-// changed since they were listed. The kernel appends to its cache whichever
-// reply is at the cache's end when it arrives, and a reply listed before a
-// change can arrive after another reader has started the cache anew past that
-// change (a reader descheduled between our reply and its processing); the
-// cache would then miss the change until the next one. By the time this
-// handle sends its next request (or releases), its last reply is in the
-// cache, and dropping the cache's pages makes the kernel start it again.
-// Preconditions: h.mu is locked.
-func (h *dirHandle) dropStaleLocked() {
-	if h.ents != nil && h.n.dirGen.Load() != h.gen {
-		h.n.NotifyContent(0, 0)
+// goneDir is a directory removed or renamed over: the layer and an O_PATH fd
+// of the directory it showed.
+type goneDir struct {
+	l  *layer
+	fd int
+}
+
+// pinGoneDir keeps the directory c, about to be removed or renamed over, for
+// as long as the kernel knows its node (until OnForget): fstat of a directory
+// open meanwhile still answers on the kernel overlay, as on any disk
+// filesystem. Without OPENDIR the daemon cannot tell which directories are
+// open; the kernel forgets a removed directory once nobody uses it.
+func (r *Root) pinGoneDir(c *node) {
+	if c == nil || !c.isDir {
+		return
+	}
+	l, p, errno := c.top()
+	if errno != 0 {
+		return
+	}
+	fd, err := l.openat2(p, unix.O_PATH|unix.O_DIRECTORY)
+	if err != nil {
+		return
+	}
+	r.goneMu.Lock()
+	defer r.goneMu.Unlock()
+	if r.gone == nil {
+		r.gone = map[*node]goneDir{}
+	}
+	if old, ok := r.gone[c]; ok {
+		unix.Close(old.fd)
+	}
+	r.gone[c] = goneDir{l: l, fd: fd}
+}
+
+// goneDir returns the directory pinned for n.
+func (r *Root) goneDir(n *node) (goneDir, bool) {
+	r.goneMu.Lock()
+	defer r.goneMu.Unlock()
+	g, ok := r.gone[n]
+	return g, ok
+}
+
+// unpinDir drops what pinGoneDir kept for n.
+func (r *Root) unpinDir(n *node) {
+	r.goneMu.Lock()
+	defer r.goneMu.Unlock()
+	if g, ok := r.gone[n]; ok {
+		unix.Close(g.fd)
+		delete(r.gone, n)
 	}
 }
 
@@ -135,26 +157,40 @@ func (h *dirHandle) dropStaleLocked() {
 // the directory changed since the handle's listing was taken (a request is
 // served from one listing, so a directory changed all the time is not merged
 // again for every entry).
+//
+// The kernel's readdir cache (one per directory) appends each reply whose
+// position is the cache's end when it is parsed, whichever listing it came
+// from; a reply listed before a change and parsed after another reader has
+// started the cache anew past that change would stay in it. Cookies carry
+// the low bits of the listing's version (see cookies), so such a reply at a
+// position past the start never matches the end of a cache built from a
+// newer listing. A reply from the start (position 0) can land in a new cache;
+// the request that continues from it, at a position of the old listing, is
+// noticed here and makes the kernel drop the cache's pages (it then starts
+// the cache again at its next cached read). A reader that simply crosses a
+// change costs one such drop.
 // Preconditions: h.mu is locked.
 func (h *dirHandle) syncLocked(ctx context.Context) syscall.Errno {
 	if h.ents == nil || ctx != h.req && h.n.dirGen.Load() != h.gen {
-		h.dropStaleLocked()
-		gen := h.n.dirGen.Load()
-		ents, errno := h.n.mergedEntries()
+		ents, gen, errno := h.n.mergedEntries()
 		if errno != 0 {
 			return errno
 		}
 		h.ents, h.gen = ents, gen
 		h.pos = after(ents, h.off)
 	}
+	if ctx != h.req && h.off != 0 && h.off&cookieGenMask != h.gen&cookieGenMask {
+		h.n.NotifyContent(0, 0)
+	}
 	h.req = ctx
 	return 0
 }
 
-// after returns the index of the first entry of ents past the cookie off.
+// after returns the index of the first entry of ents past the cookie off,
+// which may come from an older listing (only its name hash counts).
 func after(ents []fuse.DirEntry, off uint64) int {
-	i, _ := slices.BinarySearchFunc(ents, off+1, func(e fuse.DirEntry, off uint64) int {
-		return cmp.Compare(e.Off, off)
+	i, _ := slices.BinarySearchFunc(ents, off>>cookieGenBits+1, func(e fuse.DirEntry, h uint64) int {
+		return cmp.Compare(e.Off>>cookieGenBits, h)
 	})
 	return i
 }
@@ -188,20 +224,20 @@ func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 // entry's Off is its cookie, and the listing is sorted by it: "." is 1, ".."
 // is 2, a name's is a hash of the name (see cookies). The listing is merged
 // once and kept until the directory changes.
-func (n *node) mergedEntries() ([]fuse.DirEntry, syscall.Errno) {
+func (n *node) mergedEntries() ([]fuse.DirEntry, uint64, syscall.Errno) {
 	gen := n.dirGen.Load()
 	if l := n.list.Load(); l != nil && l.gen == gen {
-		return l.ents, 0
+		return l.ents, gen, 0
 	}
 	ents, errno := n.mergeEntries()
 	if errno != 0 {
-		return nil, errno
+		return nil, 0, errno
 	}
-	n.root.cookies(ents[2:])
+	n.root.cookies(ents, gen)
 	if n.dirGen.Load() == gen {
 		n.list.Store(&listing{gen: gen, ents: ents})
 	}
-	return ents, errno
+	return ents, gen, errno
 }
 
 // listing is a merged directory's entries, kept until the directory changes.
@@ -289,26 +325,42 @@ func (n *node) mergeEntries() ([]fuse.DirEntry, syscall.Errno) {
 	return ents, 0
 }
 
-// cookies gives each entry its readdir offset, a hash of its name in
-// [3, 2^62+3) (offsets are positive loff_t, 1 and 2 are "." and ".."), and
-// sorts ents by it. A name keeps its cookie for the life of the mount whatever
-// else the directory holds. Two names of one directory with the same hash
-// (about n^2/2^64 odds, the seed is random per mount) get consecutive
-// cookies, so offsets stay unique.
-func (r *Root) cookies(ents []fuse.DirEntry) {
-	for i := range ents {
-		ents[i].Off = maphash.String(r.cookieSeed, ents[i].Name)>>2 + 3
+// cookieGenBits low bits of each readdir offset carry the listing's version
+// (the directory's dirGen), so that positions of listings taken before and
+// after a change differ (see syncLocked).
+const (
+	cookieGenBits = 8
+	cookieGenMask = 1<<cookieGenBits - 1
+)
+
+// cookies gives each entry of the listing ents (taken at version gen) its
+// readdir offset and sorts ents by it. An offset is a name part, 1 for ".",
+// 2 for ".." and a hash of the name in [3, 2^54+3) for the others, shifted
+// left by cookieGenBits and tagged with the low bits of gen (offsets are
+// positive loff_t). A name keeps its name part for the life of the mount
+// whatever else the directory holds, so a reader carries on from the right
+// place across changes. Two names of one directory with the same hash (about
+// n^2/2^55 odds, the seed is random per mount) get consecutive name parts, so
+// offsets stay unique.
+func (r *Root) cookies(ents []fuse.DirEntry, gen uint64) {
+	names := ents[2:]
+	for i := range names {
+		names[i].Off = maphash.String(r.cookieSeed, names[i].Name)>>(2+cookieGenBits) + 3
 	}
-	slices.SortFunc(ents, func(a, b fuse.DirEntry) int {
+	slices.SortFunc(names, func(a, b fuse.DirEntry) int {
 		if c := cmp.Compare(a.Off, b.Off); c != 0 {
 			return c
 		}
 		return strings.Compare(a.Name, b.Name)
 	})
-	for i := 1; i < len(ents); i++ {
-		if ents[i].Off <= ents[i-1].Off {
-			ents[i].Off = ents[i-1].Off + 1
+	for i := 1; i < len(names); i++ {
+		if names[i].Off <= names[i-1].Off {
+			names[i].Off = names[i-1].Off + 1
 		}
+	}
+	tag := gen & cookieGenMask
+	for i := range ents {
+		ents[i].Off = ents[i].Off<<cookieGenBits | tag
 	}
 }
 

@@ -33,8 +33,16 @@ func Mount(mountpoint string, cfg Config, mo MountOptions) (*fuse.Server, error)
 	if err != nil {
 		return nil, err
 	}
-	srv, err := gofs.Mount(mountpoint, root, root.options(mo))
+	opts := root.options(mo)
+	raw := &rawFS{RawFileSystem: gofs.NewNodeFS(root, opts)}
+	srv, err := fuse.NewServer(raw, mountpoint, &opts.MountOptions)
 	if err != nil {
+		root.Close()
+		return nil, err
+	}
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
+		// As in go-fuse's Mount: the serve loop ends by itself.
 		root.Close()
 		return nil, err
 	}

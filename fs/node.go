@@ -178,13 +178,15 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 		if fh, ok := f.(*fileHandle); ok {
 			return fh.stat(&out.Attr)
 		}
-		if dh, ok := f.(*dirHandle); ok && dh.fd >= 0 {
-			var st unix.Stat_t
-			if err := unix.Fstat(dh.fd, &st); err != nil {
-				return toErrno(err)
+		if n.isDir {
+			if g, ok := n.root.goneDir(n); ok {
+				var st unix.Stat_t
+				if err := unix.Fstat(g.fd, &st); err != nil {
+					return toErrno(err)
+				}
+				n.fillAttr(g.l, &st, &out.Attr)
+				return 0
 			}
-			n.fillAttr(dh.l, &st, &out.Attr)
-			return 0
 		}
 		if fd, ok := n.tmpfileFd(); ok {
 			var st unix.Stat_t

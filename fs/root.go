@@ -47,6 +47,10 @@ type Root struct {
 	passthrough bool
 	// cookieSeed hashes names into readdir offsets (see cookies).
 	cookieSeed maphash.Seed
+	// gone holds the directories removed or renamed over while the kernel
+	// still knows them (see pinGoneDir).
+	goneMu sync.Mutex
+	gone   map[*node]goneDir
 }
 
 // NewRoot opens the layers of cfg. Each layer is opened once, as a directory fd

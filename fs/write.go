@@ -481,7 +481,7 @@ func (n *node) isEmptyDir(name string, res *found) (bool, syscall.Errno) {
 	if errno != 0 {
 		return false, errno
 	}
-	ents, errno := c.mergedEntries()
+	ents, _, errno := c.mergedEntries()
 	return len(ents) <= 2, errno
 }
 
@@ -498,6 +498,7 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	} else if !empty {
 		return syscall.ENOTEMPTY
 	}
+	n.root.pinGoneDir(n.child(name))
 	return n.remove(name, res)
 }
 
@@ -589,6 +590,9 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 			return toErrno(err)
 		}
 	}
+	if dst != nil && dst.isDir {
+		n.root.pinGoneDir(np.child(newName))
+	}
 	if dst != nil && dst.isDir && dst.stack[0].layer == 0 {
 		// The target shows nothing, but its upper dir may hold whiteouts.
 		if errno := clearUpperDir(dfd, newName); errno != 0 {
@@ -659,11 +663,19 @@ func upperDirs(src, dst *node) (sfd, dfd int, errno syscall.Errno) {
 	return sfd, dfd, 0
 }
 
+// child returns the node of child name if the kernel knows it.
+func (n *node) child(name string) *node {
+	if c := n.GetChild(name); c != nil {
+		return c.Operations().(nodeOps).ovl()
+	}
+	return nil
+}
+
 // childNode returns the node of child name (resolved as res), from the go-fuse
 // tree when the kernel knows it, so that copy-up updates the node it uses.
 func (n *node) childNode(ctx context.Context, name string, res *found) (*node, syscall.Errno) {
-	if c := n.GetChild(name); c != nil {
-		return c.Operations().(nodeOps).ovl(), 0
+	if c := n.child(name); c != nil {
+		return c, 0
 	}
 	var out fuse.EntryOut
 	in := n.newChild(ctx, name, res, &out)

@@ -72,6 +72,7 @@ func NewRoot(cfg Config) (*Root, error) {
 		paths = append([]string{cfg.Upper}, cfg.Lowers...)
 	}
 	devs := map[uint64]uint64{}
+	fsTypes := map[uint64]int64{} // by device: one statfs a filesystem
 	for i, p := range paths {
 		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
@@ -89,9 +90,14 @@ func NewRoot(cfg Config) (*Root, error) {
 			bits = uint64(len(devs)) << 56
 			devs[st.Dev] = bits
 		}
-		var sfs unix.Statfs_t
-		unix.Fstatfs(fd, &sfs)
-		l := &layer{idx: i, path: p, fd: fd, upper: cfg.Upper != "" && i == 0, inoBits: bits, dev: st.Dev, fsType: sfs.Type}
+		fsType, ok := fsTypes[st.Dev]
+		if !ok {
+			var sfs unix.Statfs_t
+			unix.Fstatfs(fd, &sfs)
+			fsType = sfs.Type
+			fsTypes[st.Dev] = fsType
+		}
+		l := &layer{idx: i, path: p, fd: fd, upper: cfg.Upper != "" && i == 0, inoBits: bits, dev: st.Dev, fsType: fsType}
 		r.layers = append(r.layers, l)
 	}
 	if err := r.setOverrides(); err != nil {

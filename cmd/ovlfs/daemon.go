@@ -22,6 +22,48 @@ import (
 // the pipe on which the daemon reports "ok" or the mount error to its parent.
 const daemonEnv = "OVLFS_DAEMON_FD"
 
+// resolvedEnv hands the daemon the paths its parent resolved and checked
+// (resolve), so that a mount of many layers does not resolve them twice: the
+// mount point, upper, work, then the lowers, each quoted as by strconv.Quote.
+const resolvedEnv = "OVLFS_RESOLVED"
+
+func (o *options) resolvedEnv() string {
+	var b strings.Builder
+	for _, p := range append([]string{o.Mountpoint, o.Upper, o.Work}, o.Lowers...) {
+		b.WriteString(strconv.Quote(p))
+	}
+	return b.String()
+}
+
+// takeResolved sets the paths of o from resolvedEnv; false when it is absent
+// or does not match the command line, and then o must be resolved.
+func (o *options) takeResolved() bool {
+	v, ok := os.LookupEnv(resolvedEnv)
+	os.Unsetenv(resolvedEnv)
+	if !ok {
+		return false
+	}
+	var ps []string
+	for v != "" {
+		q, err := strconv.QuotedPrefix(v)
+		if err != nil {
+			return false
+		}
+		p, err := strconv.Unquote(q)
+		if err != nil {
+			return false
+		}
+		ps = append(ps, p)
+		v = v[len(q):]
+	}
+	if len(ps) != 3+len(o.Lowers) || (ps[1] != "") != o.UpperSet || (ps[2] != "") != o.WorkSet {
+		return false
+	}
+	o.Mountpoint, o.Upper, o.Work = ps[0], ps[1], ps[2]
+	copy(o.Lowers, ps[3:])
+	return true
+}
+
 // daemonFD returns the report fd when this process is the background daemon.
 func daemonFD() (int, bool) {
 	v, ok := os.LookupEnv(daemonEnv)
@@ -47,6 +89,9 @@ func spawnDaemon(o *options) error {
 	cmd := exec.Command("/proc/self/exe", os.Args[1:]...)
 	cmd.Args[0] = os.Args[0]
 	cmd.Env = append(os.Environ(), daemonEnv+"=3")
+	if v := o.resolvedEnv(); len(v) < 64<<10 {
+		cmd.Env = append(cmd.Env, resolvedEnv+"="+v)
+	}
 	cmd.ExtraFiles = []*os.File{w}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	// Descriptors inherited from our caller (a dup of its stderr pipe, say)

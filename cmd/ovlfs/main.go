@@ -35,11 +35,15 @@ func run() int {
 	for _, u := range o.Unknown {
 		fmt.Fprintf(os.Stderr, "ovlfs: unknown option ignored: %s\n", oneLine(u))
 	}
-	if err := o.resolve(); err != nil {
-		return fail(err)
+	fd, isDaemon := daemonFD()
+	// The daemon gets the paths its parent resolved and checked.
+	if !isDaemon || !o.takeResolved() {
+		if err := o.resolve(); err != nil {
+			return fail(err)
+		}
 	}
 
-	if fd, ok := daemonFD(); ok {
+	if isDaemon {
 		os.Unsetenv(daemonEnv)
 		return runDaemon(o, fd)
 	}

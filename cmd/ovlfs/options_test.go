@@ -199,3 +199,72 @@ func TestUserAllowOther(t *testing.T) {
 		t.Error("a missing fuse.conf allows allow_other")
 	}
 }
+
+// TestResolvedEnv: the paths the parent hands its daemon come back exactly,
+// whatever bytes they hold, and a list that does not match the command line
+// is refused (the daemon then resolves the paths itself).
+func TestResolvedEnv(t *testing.T) {
+	o := &options{
+		Mountpoint: "/m n\nt", Upper: "/u\"p", UpperSet: true, Work: "/w\\k", WorkSet: true,
+		Lowers: []string{"/l1", "/l\xff2", "/l:3,x"},
+	}
+	t.Setenv(resolvedEnv, o.resolvedEnv())
+	got := &options{UpperSet: true, WorkSet: true, Mountpoint: "m", Upper: "u", Work: "w", Lowers: []string{"a", "b", "c"}}
+	if !got.takeResolved() {
+		t.Fatal("takeResolved refused its own encoding")
+	}
+	if got.Mountpoint != o.Mountpoint || got.Upper != o.Upper || got.Work != o.Work || !reflect.DeepEqual(got.Lowers, o.Lowers) {
+		t.Errorf("got %q %q %q %q, want %q %q %q %q", got.Mountpoint, got.Upper, got.Work, got.Lowers, o.Mountpoint, o.Upper, o.Work, o.Lowers)
+	}
+	if _, ok := os.LookupEnv(resolvedEnv); ok {
+		t.Errorf("%s is still set", resolvedEnv)
+	}
+
+	for _, tc := range []struct {
+		name string
+		env  string
+		o    options
+	}{
+		{"fewer lowers", o.resolvedEnv(), options{UpperSet: true, WorkSet: true, Lowers: []string{"a", "b"}}},
+		{"no upper on the command line", o.resolvedEnv(), options{Lowers: []string{"a", "b", "c"}}},
+		{"garbage", `"/m" /u`, options{Lowers: []string{}}},
+	} {
+		t.Setenv(resolvedEnv, tc.env)
+		o2 := tc.o
+		if o2.takeResolved() {
+			t.Errorf("%s: takeResolved accepted %q", tc.name, tc.env)
+		}
+	}
+}
+
+// TestResolver: the resolver that keeps resolved parents answers as
+// resolveDir does, for siblings, symlinks at any depth, relative paths, the
+// root and paths that are wrong.
+func TestResolver(t *testing.T) {
+	d := t.TempDir()
+	for _, p := range []string{"real/a", "real/b", "real/c/d", "other"} {
+		if err := os.MkdirAll(filepath.Join(d, p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(d, "real/file"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for target, link := range map[string]string{"real": "ln", "real/a": "real/la", "../other": "real/up", "nowhere": "real/dangling"} {
+		if err := os.Symlink(target, filepath.Join(d, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Chdir(d)
+	var rs resolver
+	for _, p := range []string{
+		"real/a", "real/b", "ln/a", "ln/b", "ln/c/d", "real/la", "ln/la", "real/up", "ln/../other",
+		"real/a/", "./real/c/../a", "/", d, "real/missing", "real/file", "real/dangling", "",
+	} {
+		want, werr := resolveDir("lowerdir", p)
+		got, gerr := rs.dir("lowerdir", p)
+		if got != want || (gerr == nil) != (werr == nil) || (gerr != nil && gerr.Error() != werr.Error()) {
+			t.Errorf("%q: resolver %q, %v; resolveDir %q, %v", p, got, gerr, want, werr)
+		}
+	}
+}

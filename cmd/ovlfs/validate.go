@@ -35,23 +35,24 @@ func (o *options) resolve() error {
 	if err := checkConnected(o.Mountpoint); err != nil {
 		return err
 	}
-	mnt, err := resolveDir("mount point", o.Mountpoint)
+	var rs resolver
+	mnt, err := rs.dir("mount point", o.Mountpoint)
 	if err != nil {
 		return err
 	}
 	o.Mountpoint = mnt
 
 	for i, l := range o.Lowers {
-		if o.Lowers[i], err = resolveDir("lowerdir", l); err != nil {
+		if o.Lowers[i], err = rs.dir("lowerdir", l); err != nil {
 			return err
 		}
 	}
 	var upperSt, workSt unix.Stat_t
 	if o.UpperSet {
-		if o.Upper, err = resolveDir("upperdir", o.Upper); err != nil {
+		if o.Upper, err = rs.dir("upperdir", o.Upper); err != nil {
 			return err
 		}
-		if o.Work, err = resolveDir("workdir", o.Work); err != nil {
+		if o.Work, err = rs.dir("workdir", o.Work); err != nil {
 			return err
 		}
 		for _, l := range o.Lowers {
@@ -128,6 +129,44 @@ func checkConnected(p string) error {
 
 func deadMount(p string) error {
 	return fmt.Errorf("%s: transport endpoint is not connected (a dead ovlfs daemon?): run 'fusermount3 -u %s' or 'umount -l %s'", p, p, p)
+}
+
+// resolver resolves the directories of one command line. Layers are mostly
+// siblings (a stack of 200 lowers in one directory): the parent directories
+// it has resolved are kept, so that each further sibling costs one lstat
+// instead of one per path component.
+type resolver struct {
+	parents map[string]string // absolute directory -> its symlink-free form
+}
+
+// dir returns the absolute, symlink-free form of the directory p.
+func (rs *resolver) dir(what, p string) (string, error) {
+	if p == "" {
+		return "", fmt.Errorf("%s: empty path", what)
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", fmt.Errorf("%s %s: %v", what, p, err)
+	}
+	parent, base := filepath.Split(abs)
+	parent = filepath.Clean(parent)
+	if base != "" && base != "." && base != ".." {
+		rp, ok := rs.parents[parent]
+		if !ok {
+			if rp, err = filepath.EvalSymlinks(parent); err == nil {
+				if rs.parents == nil {
+					rs.parents = map[string]string{}
+				}
+				rs.parents[parent] = rp
+			}
+		}
+		var st unix.Stat_t
+		if err == nil && unix.Lstat(filepath.Join(rp, base), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			return filepath.Join(rp, base), nil
+		}
+	}
+	// A symlink, the root, or an error: the long way, which says what is wrong.
+	return resolveDir(what, p)
 }
 
 // resolveDir returns the absolute, symlink-free form of the directory p.

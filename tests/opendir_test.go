@@ -3,8 +3,12 @@ package tests
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -77,4 +81,102 @@ func TestOpenDirRemoved(t *testing.T) {
 	if want["lo"] != "dir 0751" || want["dst"] != "dir 0755" || want["dst (name)"] != "dir 0705" {
 		t.Errorf("the kernel overlay answered %v, not what this test expects of it", want)
 	}
+}
+
+// TestDirListingsCached: where the kernel can do without OPENDIR
+// (FUSE_NO_OPENDIR_SUPPORT, which it announces in INIT), a cached merged
+// directory is listed again without a single request to the daemon, and a
+// change made through the mount still shows in the next listing. The
+// daemon's request trace (-d) says what the kernel asked.
+func TestDirListingsCached(t *testing.T) {
+	l, u, w := wrLayers(t, func(l string) {
+		for _, n := range []string{"a", "b", "c"} {
+			writeFile(t, filepath.Join(l, "d", n), []byte(n), 0o644)
+		}
+	})
+	mnt := newMountpoint(t)
+	trace := filepath.Join(t.TempDir(), "trace")
+	tf, err := os.Create(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tf.Close()
+	cmd := exec.Command(ovlfsBin, "-d", "-o", layerOptions([]string{l}, u, w), mnt)
+	cmd.Stderr = tf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if isMounted(mnt) {
+			unmountFuse(t, mnt)
+		}
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for !isMounted(mnt) {
+		if time.Now().After(deadline) {
+			t.Fatalf("ovlfs -d did not mount within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	d := filepath.Join(mnt, "d")
+	wrMust(t, "mkdir d/sub (merges d)", os.Mkdir(filepath.Join(d, "sub"), 0o755))
+	list := func() []string {
+		names, err := readdirNames(d)
+		wrMust(t, "readdir d", err)
+		slices.Sort(names)
+		return names
+	}
+	list() // fills the kernel's cache
+	requests := func() map[string]int {
+		n := map[string]int{}
+		for _, line := range strings.Split(readTrace(t, trace), "\n") {
+			if _, rest, ok := strings.Cut(line, " rx "); ok {
+				if f := strings.Fields(rest); len(f) > 1 {
+					n[f[1]]++
+				}
+			}
+		}
+		return n
+	}
+	before := requests()
+	if !strings.Contains(readTrace(t, trace), "NO_OPENDIR_SUPPORT") {
+		t.Skip("the kernel does not announce FUSE_NO_OPENDIR_SUPPORT (Linux < 5.1)")
+	}
+	for i := 0; i < 3; i++ {
+		if got := list(); strings.Join(got, " ") != "a b c sub" {
+			t.Fatalf("listing %d of d: %q", i, got)
+		}
+	}
+	after := requests()
+	for _, op := range []string{"OPENDIR", "READDIR", "READDIRPLUS", "RELEASEDIR"} {
+		if after[op] != before[op] {
+			t.Errorf("3 listings of a cached directory sent %d %s requests", after[op]-before[op], op)
+		}
+	}
+	// The first OPENDIR is how the kernel learns: ENOSYS, never again.
+	if after["OPENDIR"] > 1 || after["RELEASEDIR"] != 0 {
+		t.Errorf("the kernel sent OPENDIR %d times and RELEASEDIR %d times; want at most 1 and 0", after["OPENDIR"], after["RELEASEDIR"])
+	}
+	// A change made through the mount drops the cached listing.
+	writeFile(t, filepath.Join(d, "new"), []byte("x"), 0o644)
+	wrMust(t, "rm d/a", os.Remove(filepath.Join(d, "a")))
+	if got := list(); strings.Join(got, " ") != "b c new sub" {
+		t.Errorf("listing of d after a create and a delete: %q", got)
+	}
+}
+
+func readTrace(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

@@ -238,6 +238,12 @@ func (r *Root) options(mo MountOptions) *gofs.Options {
 			// A symlink's target never changes: a new target is a new
 			// symlink, and a copy-up keeps the target.
 			EnableSymlinkCaching: true,
+			// READ replies are copied, not spliced: the pages the kernel
+			// then caches serve later reads of the file a quarter faster
+			// (1 GiB warm dd, pinned, side by side: ~100 -> ~75 ms, as
+			// fast as fuse-overlayfs), and first reads, sequential or 4k
+			// random, cost the same either way.
+			DisableSplice: true,
 			// The kernel checks permissions from the modes we report, as it
 			// does for the kernel overlay. Like the kernel overlay (and unlike
 			// go-fuse's default), a mount by root honours setuid bits and

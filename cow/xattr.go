@@ -120,3 +120,38 @@ func Getxattrat(dfd int, name, key string, buf []byte) (int, error) {
 	}
 	return unix.Lgetxattr(ProcPath(dfd, name), key, buf)
 }
+
+// noListxattrat is set once the kernel has answered listxattrat with ENOSYS.
+var noListxattrat atomic.Bool
+
+// Listxattrat lists the xattr names of entry name of the directory dfd,
+// never following name if it is a symlink: one listxattrat(2) (Linux 6.13+),
+// no path walk. ok is false where the kernel lacks the call; the caller then
+// goes without (it is a shortcut, not a need).
+func Listxattrat(dfd int, name string) (names []string, ok bool, err error) {
+	if noListxattrat.Load() {
+		return nil, false, nil
+	}
+	p, err := unix.BytePtrFromString(name)
+	if err != nil {
+		return nil, true, err
+	}
+	names, err = listxattr(func(buf []byte) (int, error) {
+		var b unsafe.Pointer
+		if len(buf) > 0 {
+			b = unsafe.Pointer(&buf[0])
+		}
+		n, _, errno := unix.Syscall6(unix.SYS_LISTXATTRAT, uintptr(dfd), uintptr(unsafe.Pointer(p)),
+			unix.AT_SYMLINK_NOFOLLOW, uintptr(b), uintptr(len(buf)), 0)
+		runtime.KeepAlive(buf)
+		if errno != 0 {
+			return 0, errno
+		}
+		return int(n), nil
+	})
+	if err == unix.ENOSYS {
+		noListxattrat.Store(true)
+		return nil, false, nil
+	}
+	return names, true, err
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"hash/fnv"
+	"slices"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -29,6 +30,10 @@ type found struct {
 	// btime is the birth time of an upper entry: it tells a file from an
 	// earlier one whose inode number the filesystem reused.
 	btime uint64
+	// absent has the bits of absentXattrs the shown entry lacks, where
+	// absentKnown says its xattr names were listed (see node.xattrs).
+	absent      uint64
+	absentKnown bool
 }
 
 // redirect is an X(redirect) in force while walking down the layers.
@@ -190,14 +195,33 @@ func (n *node) lookupIn(l *layer, dfd int, lname string, marker bool, entry laye
 		}
 		res = &found{layer: l, st: st, stack: []layerEntry{entry}, btime: btime}
 		*resp = res
-		if l.upper {
+		if typ == unix.S_IFDIR {
+			if l.upper {
+				res.origin, _ = getxattrAt(dfd, lname, ns.Key(whiteout.Origin))
+			}
+			res.isDir = true
+			return n.dirLayer(dfd, lname, rd, res)
+		}
+		// One listxattr of the shown entry says which overlay xattrs it
+		// carries and which of absentXattrs it lacks, so that the kernel's
+		// GETXATTR of each listed file (ls -l) costs no system call.
+		names, listed, err := cow.Listxattrat(dfd, lname)
+		if err != nil {
+			return true, toErrno(err)
+		}
+		has := func(key string) bool {
+			if listed {
+				return slices.Contains(names, key)
+			}
+			return hasXattrAt(dfd, lname, key)
+		}
+		if listed {
+			res.absent, res.absentKnown = absentIn(names), true
+		}
+		if l.upper && has(ns.Key(whiteout.Origin)) {
 			res.origin, _ = getxattrAt(dfd, lname, ns.Key(whiteout.Origin))
 		}
-		if typ == unix.S_IFDIR {
-			res.isDir = true
-			return n.dirLayer(dfd, lname, rd)
-		}
-		if typ == unix.S_IFREG && mayBeMetacopy(&st) && hasXattrAt(dfd, lname, ns.Key(whiteout.Metacopy)) {
+		if typ == unix.S_IFREG && mayBeMetacopy(&st) && has(ns.Key(whiteout.Metacopy)) {
 			res.metacopy = true
 			return n.fileRedirect(dfd, lname, rd)
 		}
@@ -210,7 +234,7 @@ func (n *node) lookupIn(l *layer, dfd int, lname string, marker bool, entry laye
 		if res.origin != nil && res.ino == 0 {
 			res.ino = l.inoBits | st.Ino // a merged directory shows its origin's number
 		}
-		return n.dirLayer(dfd, lname, rd)
+		return n.dirLayer(dfd, lname, rd, nil)
 	default: // a metacopy file looking for its data
 		if typ != unix.S_IFREG {
 			return true, 0
@@ -226,7 +250,7 @@ func (n *node) lookupIn(l *layer, dfd int, lname string, marker bool, entry laye
 
 // dirLayer reads the markers of a directory that joined the merge stack: opaque
 // ends the stack, a redirect changes where the layers below are searched.
-func (n *node) dirLayer(dfd int, lname string, rd *redirect) (bool, syscall.Errno) {
+func (n *node) dirLayer(dfd int, lname string, rd *redirect, top *found) (bool, syscall.Errno) {
 	cfd, err := unix.Openat(dfd, lname, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return true, toErrno(err)
@@ -235,6 +259,10 @@ func (n *node) dirLayer(dfd int, lname string, rd *redirect) (bool, syscall.Errn
 	meta, err := readDirMeta(cfd, n.root.ns)
 	if err != nil {
 		return true, toErrno(err)
+	}
+	if top != nil {
+		// The shown directory: its xattr names were listed anyway.
+		top.absent, top.absentKnown = absentIn(meta.names), true
 	}
 	if meta.opaque {
 		return true, 0
@@ -286,6 +314,7 @@ func joinAll(parts []string) string {
 
 // dirMeta is what a layer's directory says about itself.
 type dirMeta struct {
+	names    []string // every xattr name of the directory
 	opaque   bool
 	xattrWh  bool   // X(opaque)="x": holds xattr whiteouts
 	redirect []byte // X(redirect), trusted NS only
@@ -300,6 +329,7 @@ func readDirMeta(fd int, ns whiteout.NS) (dirMeta, error) {
 	if err != nil {
 		return m, err
 	}
+	m.names = names
 	opq, rdr := ns.Key(whiteout.Opaque), ns.Key(whiteout.Redirect)
 	for _, k := range names {
 		switch {
@@ -402,6 +432,12 @@ func (c dirFds) closeAll() {
 // newChild makes (or finds again) the inode of a resolved name and fills out.
 func (n *node) newChild(ctx context.Context, name string, res *found, out *fuse.EntryOut) *gofs.Inode {
 	child := &node{root: n.root, stack: res.stack, isDir: res.isDir, metacopy: res.metacopy}
+	if res.absentKnown {
+		// A node nobody else holds yet: what the lookup learnt stands. A
+		// node known already forgets instead (xattrsChanged below): its
+		// xattrs may have changed through it since this lookup listed them.
+		child.xattrs.Store(res.absent)
+	}
 	ino := res.layer.inoBits | res.st.Ino
 	if res.ino != 0 {
 		ino = res.ino

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"slices"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -35,6 +36,18 @@ func (n *node) withEntry(f func(dfd int, name string) syscall.Errno) syscall.Err
 // must drop privileges). A node remembers which of them its file lacks, so
 // that asking again costs the daemon no system call.
 var absentXattrs = [...]string{"security.selinux", "security.capability", "system.posix_acl_access", "system.posix_acl_default"}
+
+// absentIn returns the bits of absentXattrs that the list of xattr names
+// lacks.
+func absentIn(names []string) uint64 {
+	var bits uint64
+	for i, a := range absentXattrs {
+		if !slices.Contains(names, a) {
+			bits |= 1 << i
+		}
+	}
+	return bits
+}
 
 func absentBit(attr string) uint64 {
 	for i, a := range absentXattrs {

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -179,4 +180,76 @@ func readTrace(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestXattrsAfterListing: the xattrs the kernel asks about for nearly every
+// file (SELinux label, file capabilities, ACLs), which ovlfs learns at lookup
+// which files lack, read the same after a stat-ing listing (READDIRPLUS) as
+// on the kernel overlay, on files and directories that have them and those
+// that do not, in lower and upper layers, and after they change through the
+// mount.
+func TestXattrsAfterListing(t *testing.T) {
+	if _, err := exec.LookPath("setfacl"); err != nil {
+		t.Skip("setfacl missing (package acl)")
+	}
+	caps := []byte("\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00")
+	fill := func(l string) {
+		writeFile(t, filepath.Join(l, "d/plain"), []byte("x"), 0o755)
+		writeFile(t, filepath.Join(l, "d/big"), bytes.Repeat([]byte("y"), 100<<10), 0o755)
+		writeFile(t, filepath.Join(l, "d/capped"), bytes.Repeat([]byte("z"), 100<<10), 0o755)
+		setXattr(t, filepath.Join(l, "d/capped"), "security.capability", caps)
+		writeFile(t, filepath.Join(l, "d/acl"), []byte("a"), 0o644)
+		mkdirs(t, filepath.Join(l, "d/dacl"))
+		mkdirs(t, filepath.Join(l, "d/dplain"))
+		symlink(t, "plain", filepath.Join(l, "d/link"))
+		for _, c := range [][]string{{"-m", "u:1000:r", filepath.Join(l, "d/acl")}, {"-d", "-m", "u:1000:rwx", filepath.Join(l, "d/dacl")}} {
+			if out, err := exec.Command("setfacl", c...).CombinedOutput(); err != nil {
+				t.Fatalf("setfacl %v: %v: %s", c, err, out)
+			}
+		}
+	}
+	names := []string{"plain", "big", "capped", "acl", "dacl", "dplain", "link"}
+	keys := []string{"security.selinux", "security.capability", "system.posix_acl_access", "system.posix_acl_default"}
+	read := func(m string) map[string]string {
+		got := map[string]string{}
+		for _, n := range names {
+			for _, k := range keys {
+				v, err := getXattr(filepath.Join(m, "d", n), k)
+				if err != nil {
+					got[n+" "+k] = errName(err)
+				} else {
+					got[n+" "+k] = fmt.Sprintf("%x", v)
+				}
+			}
+		}
+		return got
+	}
+	run := func(m string) map[string]string {
+		// ls -l: READDIRPLUS looks every entry up, then each is asked.
+		if out, err := exec.Command("ls", "-l", filepath.Join(m, "d")).CombinedOutput(); err != nil {
+			t.Fatalf("ls -l: %v: %s", err, out)
+		}
+		got := read(m)
+		// Changes through the mount: a capability set and an ACL dropped.
+		setXattr(t, filepath.Join(m, "d/big"), "security.capability", caps)
+		if out, err := exec.Command("setfacl", "-b", filepath.Join(m, "d/acl")).CombinedOutput(); err != nil {
+			t.Fatalf("setfacl -b: %v: %s", err, out)
+		}
+		for k, v := range read(m) {
+			got["after change: "+k] = v
+		}
+		return got
+	}
+	l, u, w := wrLayers(t, fill)
+	got := run(mountOvlfs(t, []string{l}, u, w))
+	l, u, w = wrLayers(t, fill)
+	want := run(mountKernel(t, []string{l}, u, w))
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s: ovlfs %s, kernel overlay %s", k, got[k], v)
+		}
+	}
+	if want["capped security.capability"] == "ENODATA" || want["dacl system.posix_acl_default"] == "ENODATA" {
+		t.Errorf("the kernel overlay shows no capability or default ACL: the test's layers are wrong")
+	}
 }

@@ -100,7 +100,7 @@ func (n *node) lookupNameIn(name string, dirs dirFds) (*found, syscall.Errno) {
 			}
 			return nil, toErrno(err)
 		}
-		stop, errno := n.lookupIn(l, dfd, lname, marker, layerEntry{layer: e.layer, path: explicit}, &res, &rd)
+		stop, errno := n.lookupIn(l, dfd, lname, marker, layerEntry{layer: e.layer, path: explicit}, &res, &rd, dirs != nil)
 		if !kept {
 			unix.Close(dfd)
 		}
@@ -159,9 +159,9 @@ func (n *node) originIno(name string, res *found) {
 }
 
 // lookupIn examines lname in the directory dfd of layer l and updates the walk;
-// marker says whether a ".wh." marker of it may be there. It reports whether
-// the walk stops here.
-func (n *node) lookupIn(l *layer, dfd int, lname string, marker bool, entry layerEntry, resp **found, rd *redirect) (bool, syscall.Errno) {
+// marker says whether a ".wh." marker of it may be there, listing whether the
+// lookup serves a READDIRPLUS. It reports whether the walk stops here.
+func (n *node) lookupIn(l *layer, dfd int, lname string, marker bool, entry layerEntry, resp **found, rd *redirect, listing bool) (bool, syscall.Errno) {
 	ns := n.root.ns
 	res := *resp
 	var st unix.Stat_t
@@ -204,10 +204,17 @@ func (n *node) lookupIn(l *layer, dfd int, lname string, marker bool, entry laye
 		}
 		// One listxattr of the shown entry says which overlay xattrs it
 		// carries and which of absentXattrs it lacks, so that the kernel's
-		// GETXATTR of each listed file (ls -l) costs no system call.
-		names, listed, err := cow.Listxattrat(dfd, lname)
-		if err != nil {
-			return true, toErrno(err)
+		// GETXATTR of each listed file (ls -l) costs no system call. It
+		// replaces the getxattr an upper or a small regular file needs
+		// anyway; other files are listed only by the lookups of a stat-ing
+		// listing (READDIRPLUS), whose reader may well ask next.
+		var names []string
+		listed := false
+		if listing || l.upper || typ == unix.S_IFREG && mayBeMetacopy(&st) {
+			var err error
+			if names, listed, err = cow.Listxattrat(dfd, lname); err != nil {
+				return true, toErrno(err)
+			}
 		}
 		has := func(key string) bool {
 			if listed {

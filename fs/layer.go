@@ -3,6 +3,7 @@ package fs
 import (
 	"errors"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -26,6 +27,9 @@ type layer struct {
 	// override is the xattr that holds the owner and mode this layer's files
 	// show (whiteout.OverrideStatNames), "" where they are the real ones.
 	override string
+	// atimeRefused is set once O_NOATIME was refused in this lower layer
+	// (files of another owner, for a daemon without CAP_FOWNER).
+	atimeRefused atomic.Bool
 }
 
 // resolveFlags keep every path walk inside the layer: no symlinks, no "..", no
@@ -40,11 +44,25 @@ func (l *layer) openat2(rel string, flags int) (int, error) {
 	if rel == "" {
 		rel = "."
 	}
+	// Reading a lower layer leaves its access times alone, as the kernel
+	// overlay does (it opens lower files and directories O_NOATIME): a
+	// lower layer is not written to, not even its inodes' atime.
+	noatime := !l.upper && flags&(unix.O_ACCMODE|unix.O_PATH) == unix.O_RDONLY && !l.atimeRefused.Load()
+	if noatime {
+		flags |= unix.O_NOATIME
+	}
 	how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW), Resolve: resolveFlags}
 	for range 8 {
 		fd, err := unix.Openat2(l.fd, rel, &how)
 		if err == unix.EAGAIN || err == unix.EINTR {
 			continue // a concurrent rename or mount raced the walk: retry
+		}
+		if err == unix.EPERM && noatime {
+			// Not the owner and no CAP_FOWNER: open as the caller would.
+			l.atimeRefused.Store(true)
+			noatime = false
+			how.Flags &^= unix.O_NOATIME
+			continue
 		}
 		if err == unix.ELOOP {
 			// A symlink where a directory was expected: not a directory of this layer.

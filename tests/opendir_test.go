@@ -253,3 +253,51 @@ func TestXattrsAfterListing(t *testing.T) {
 		t.Errorf("the kernel overlay shows no capability or default ACL: the test's layers are wrong")
 	}
 }
+
+// TestLowerAtimeUnchanged: reading files and listing directories through the
+// mount leaves the access times of the lower layer's inodes alone, as on the
+// kernel overlay: a lower layer is never written to. The atimes are set to
+// 2001 first, which relatime would otherwise update at the first read.
+func TestLowerAtimeUnchanged(t *testing.T) {
+	old := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
+	fill := func(l string) {
+		writeFile(t, filepath.Join(l, "d/f"), []byte("data"), 0o644)
+		mkdirs(t, filepath.Join(l, "d/sub"))
+		for _, p := range []string{"d/f", "d/sub", "d"} {
+			if err := os.Chtimes(filepath.Join(l, p), old, time.Date(2002, 1, 1, 0, 0, 0, 0, time.UTC)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	run := func(l, m string) map[string]string {
+		if _, err := os.ReadFile(filepath.Join(m, "d/f")); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []string{"d", "d/sub"} {
+			if _, err := readdirNames(filepath.Join(m, p)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := map[string]string{}
+		for _, p := range []string{"d/f", "d/sub", "d"} {
+			var st unix.Stat_t
+			if err := unix.Lstat(filepath.Join(l, p), &st); err != nil {
+				t.Fatal(err)
+			}
+			got[p] = time.Unix(st.Atim.Unix()).UTC().Format(time.DateOnly)
+		}
+		return got
+	}
+	l, u, w := wrLayers(t, fill)
+	got := run(l, mountOvlfs(t, []string{l}, u, w))
+	l2, u2, w2 := wrLayers(t, fill)
+	want := run(l2, mountKernel(t, []string{l2}, u2, w2))
+	for p, k := range want {
+		if k != "2001-01-01" {
+			t.Errorf("the kernel overlay changed the atime of lower %s to %s: the test's premise is wrong", p, k)
+		}
+		if got[p] != k {
+			t.Errorf("lower %s: atime %s after reads through ovlfs, %s through the kernel overlay", p, got[p], k)
+		}
+	}
+}

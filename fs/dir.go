@@ -221,9 +221,9 @@ func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 // mergedEntries lists the merged directory n: "." and "..", then the names of
 // every layer of its stack, where a higher name masks lower ones and a name
 // whose topmost entry is a whiteout is dropped; markers are never listed. Each
-// entry's Off is its cookie, and the listing is sorted by it: "." is 1, ".."
-// is 2, a name's is a hash of the name (see cookies). The listing is merged
-// once and kept until the directory changes.
+// entry's Off is its cookie, and the listing is sorted by it ("." first, ".."
+// second, then by a hash of the name: see cookies). The listing is merged once
+// and kept until the directory changes; gen is the version it was taken at.
 func (n *node) mergedEntries() ([]fuse.DirEntry, uint64, syscall.Errno) {
 	gen := n.dirGen.Load()
 	if l := n.list.Load(); l != nil && l.gen == gen {

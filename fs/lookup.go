@@ -216,19 +216,15 @@ func (n *node) lookupIn(l *layer, dfd int, lname string, marker bool, entry laye
 				return true, toErrno(err)
 			}
 		}
-		has := func(key string) bool {
-			if listed {
-				return slices.Contains(names, key)
-			}
-			return hasXattrAt(dfd, lname, key)
-		}
 		if listed {
 			res.absent, res.absentKnown = absentIn(names), true
 		}
-		if l.upper && has(ns.Key(whiteout.Origin)) {
+		if l.upper && (!listed || slices.Contains(names, ns.Key(whiteout.Origin))) {
 			res.origin, _ = getxattrAt(dfd, lname, ns.Key(whiteout.Origin))
 		}
-		if typ == unix.S_IFREG && mayBeMetacopy(&st) && has(ns.Key(whiteout.Metacopy)) {
+		metacopyKey := ns.Key(whiteout.Metacopy)
+		if typ == unix.S_IFREG && mayBeMetacopy(&st) &&
+			(listed && slices.Contains(names, metacopyKey) || !listed && hasXattrAt(dfd, lname, metacopyKey)) {
 			res.metacopy = true
 			return n.fileRedirect(dfd, lname, rd)
 		}

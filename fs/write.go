@@ -435,15 +435,10 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 // heldFile describes the child name of n as its node knows it, where that node
 // is a plain (not metacopy) non-directory in one layer; else nil.
 func (n *node) heldFile(name string) *found {
-	in := n.GetChild(name)
-	if in == nil || whiteout.IsMarkerName(name) {
+	cn := n.child(name)
+	if cn == nil || whiteout.IsMarkerName(name) {
 		return nil
 	}
-	c, ok := in.Operations().(nodeOps)
-	if !ok {
-		return nil
-	}
-	cn := c.ovl()
 	cn.mu.Lock()
 	stack, isDir, mc := cn.stack, cn.isDir, cn.metacopy
 	cn.mu.Unlock()

@@ -109,7 +109,11 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 		var err error
 		if name == "" {
 			names, err = cow.Flistxattr(dfd)
-		} else {
+			return toErrno(err)
+		}
+		// listxattrat(2) where the kernel has it: no walk through /proc.
+		var ok bool
+		if names, ok, err = cow.Listxattrat(dfd, name); !ok {
 			names, err = cow.Llistxattr(cow.ProcPath(dfd, name))
 		}
 		return toErrno(err)

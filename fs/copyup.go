@@ -179,3 +179,44 @@ func (n *node) OnForget() {
 		n.root.unpinDir(n)
 	}
 }
+
+// retire answers a change of n's data (an open for writing, a truncate) while
+// the kernel serves opens of n by passthrough from its lower file. Those opens
+// keep that file as their backing file until they are closed, and the kernel
+// gives every open of an inode the same backing file: the change cannot be
+// made on this inode. retire copies n up, gives the file a new identity
+// (renew), and returns ESTALE: the kernel then redoes the open or truncate
+// once with a fresh lookup, which finds a new inode, backed by the copy. The
+// opens made before keep reading the lower file (see README: Limits).
+// The caller holds n's open lock.
+func (n *node) retire(noData bool) syscall.Errno {
+	if errno := n.copyUp(noData); errno != 0 {
+		return errno
+	}
+	r := n.root
+	old := n.StableAttr()
+	id := old
+	id.Gen = r.renewSeq.Add(1) << 1 // even: lookups' own generations are 0 or odd
+	r.renewed.Store(old, id)
+	r.nRenewed.Add(1)
+	n.copyMu.Lock()
+	if n.copiedAs.ino != 0 {
+		r.copied.Store(n.copiedAs, id)
+	}
+	n.copyMu.Unlock()
+	return syscall.ESTALE
+}
+
+// renew returns the identity that replaced id, if a node of id was retired.
+func (r *Root) renew(id gofs.StableAttr) gofs.StableAttr {
+	if r.nRenewed.Load() == 0 {
+		return id
+	}
+	for {
+		v, ok := r.renewed.Load(id)
+		if !ok {
+			return id
+		}
+		id = v.(gofs.StableAttr)
+	}
+}

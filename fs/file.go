@@ -29,6 +29,9 @@ type fileHandle struct {
 	// cached: the kernel serves this open through FUSE requests (and its page
 	// cache), not through passthrough to the layer file.
 	cached bool
+	// lower: fd is a file of a lower layer. pt: the kernel serves this open
+	// by passthrough, from a lower file if ptLower (see PassthroughFd).
+	lower, pt, ptLower bool
 }
 
 var (
@@ -48,9 +51,13 @@ var (
 // openFlags are the open(2) flags passed on to the layer file.
 const openFlags = unix.O_ACCMODE | unix.O_APPEND | unix.O_DIRECT | unix.O_SYNC | unix.O_DSYNC | unix.O_NOATIME
 
+// The caller holds n's open lock (rawFS.Open).
 func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	write := flags&(unix.O_WRONLY|unix.O_RDWR) != 0
 	if write || flags&unix.O_TRUNC != 0 {
+		if n.lowerBacked() {
+			return nil, 0, n.retire(flags&unix.O_TRUNC != 0)
+		}
 		if errno := n.copyUp(flags&unix.O_TRUNC != 0); errno != 0 {
 			return nil, 0, errno
 		}
@@ -60,11 +67,11 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		fl |= unix.O_TRUNC
 	}
 	var st unix.Stat_t
-	fd, errno := n.openData(fl, &st)
+	fd, l, pt, errno := n.openData(fl, &st)
 	if errno != 0 {
 		return nil, 0, errno
 	}
-	h := n.newHandle(fd, flags)
+	h := n.newHandle(fd, flags, !l.upper, pt)
 	if !n.inUpper() {
 		h.lowerCtime = st.Ctim.Nano()
 		if shown := n.lowerCtime.Load(); shown != 0 && shown != h.lowerCtime {
@@ -80,48 +87,100 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 }
 
 // openData opens the file holding n's data with the open(2) flags fl and
-// fills st with its attributes.
-func (n *node) openData(fl int, st *unix.Stat_t) (int, syscall.Errno) {
+// fills st with its attributes; l is the layer of the file, and pt says that
+// the kernel may serve the open by passthrough from fd: a file opened for
+// writing or one of at least ptMinSize, where passthrough is allowed, a
+// lower one opened through the layer's noatime mount.
+func (n *node) openData(fl int, st *unix.Stat_t) (fd int, l *layer, pt bool, errno syscall.Errno) {
 	l, p, errno := n.data()
 	if errno == syscall.ESTALE {
-		return -1, syscall.ENOENT // renamed over or unlinked since the lookup
+		return -1, nil, false, syscall.ENOENT // renamed over or unlinked since the lookup
 	}
 	if errno != 0 {
-		return -1, errno
+		return -1, nil, false, errno
 	}
 	fd, err := l.openat2(p, fl&^unix.O_NOATIME)
 	if err == unix.ENOTDIR {
 		// A symlink where this file or a directory above it was: the name
 		// was renamed over since the kernel looked it up. The file it named
 		// is gone (as for a node renamed over: pathOf).
-		return -1, syscall.ENOENT
+		return -1, nil, false, syscall.ENOENT
 	}
 	if err != nil {
-		return -1, toErrno(err)
+		return -1, nil, false, toErrno(err)
 	}
 	// Only regular files are opened here; anything else now at the path is
 	// another object, and the file this node was is gone.
 	if err := unix.Fstat(fd, st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
 		unix.Close(fd)
-		return -1, syscall.ENOENT
+		return -1, nil, false, syscall.ENOENT
 	}
-	return fd, 0
+	write := fl&unix.O_ACCMODE != unix.O_RDONLY
+	if !n.root.passthrough.Load() || !l.passthrough || !write && st.Size < ptMinSize {
+		return fd, l, false, 0
+	}
+	if l.upper {
+		return fd, l, true, 0
+	}
+	// A lower file (opened read-only: writes copy up first) is passed
+	// through only from the layer's noatime mount.
+	mfd := l.noatimeMount()
+	if mfd < 0 {
+		return fd, l, false, 0
+	}
+	nfd, err := l.openat2In(mfd, p, fl&^unix.O_NOATIME)
+	if err != nil {
+		return fd, l, false, 0
+	}
+	var nst unix.Stat_t
+	if err := unix.Fstat(nfd, &nst); err != nil || nst.Ino != st.Ino || nst.Dev != st.Dev {
+		unix.Close(nfd) // renamed meanwhile: keep the one opened first
+		return fd, l, false, 0
+	}
+	unix.Close(fd)
+	return nfd, l, true, 0
 }
 
-func (n *node) newHandle(fd int, flags uint32) *fileHandle {
-	n.mu.Lock()
-	gen := n.gen
-	n.mu.Unlock()
+// ptMinSize is the size from which a file opened read-only is served by
+// passthrough. Below it the page cache serves it better: a cached file read
+// again costs no request at all, while a passthrough open costs two ioctls
+// and makes the kernel ask for the attributes again after every read (it
+// drops the atime it knows); a cold read of a small file is one READ request.
+const ptMinSize = 64 << 10
+
+// newHandle makes the handle of an open of n: fd is a file of a lower layer
+// or of the upper one. Where the kernel already serves opens of n by
+// passthrough (the caller holds n's open lock: no open or release of n runs
+// meanwhile), go-fuse gives this one the same backing file. Otherwise it is
+// offered for passthrough (PassthroughFd) if pt (see openData), and the
+// kernel serves it from its page cache if not.
+func (n *node) newHandle(fd int, flags uint32, lower, pt bool) *fileHandle {
 	h := &fileHandle{
-		n: n, fd: fd, gen: gen,
+		n: n, fd: fd,
 		flags:    int(flags) & openFlags &^ unix.O_TRUNC,
 		writable: flags&(unix.O_WRONLY|unix.O_RDWR) != 0,
 		noFsync:  n.root.cfg.NoFsync,
+		lower:    lower,
 	}
-	if !n.root.passthrough || !n.inUpper() {
+	n.mu.Lock()
+	h.gen = n.gen
+	if n.ptOpens > 0 {
+		n.ptOpens++
+		h.pt, h.ptLower = true, n.ptLower
+	}
+	n.mu.Unlock()
+	if !h.pt && !pt {
 		h.setCached()
 	}
 	return h
+}
+
+// lowerBacked reports whether the kernel serves opens of n by passthrough
+// from a lower file. The caller holds n's open lock.
+func (n *node) lowerBacked() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.ptOpens > 0 && n.ptLower
 }
 
 func (f *fileHandle) setCached() {
@@ -131,19 +190,27 @@ func (f *fileHandle) setCached() {
 
 var _ = (gofs.FilePassthroughFder)((*fileHandle)(nil))
 
-// PassthroughFd lets the kernel read and write an upper file directly (FUSE
+// PassthroughFd lets the kernel read and write the layer file directly (FUSE
 // passthrough, root only). go-fuse asks once per node while no open of it is
-// passed through, and then passes every later open through too. The kernel
-// refuses to mix passthrough and cached opens of one inode, so a node with
-// cached opens (made while its file was in a lower layer, which must not be
-// passed through as a copy-up would leave it behind) is not passed through.
+// passed through, and then passes every later open through too, with the
+// same backing file (newHandle counts those). The kernel refuses to mix
+// passthrough and cached opens of one inode, so a node with cached opens is
+// not passed through. A lower file passed through stays the backing file of
+// the node while it is open: a change of its data then gives the file a new
+// node (retire).
 func (f *fileHandle) PassthroughFd() (int, bool) {
-	if f.cached || f.n.cachedOpens.Load() > 0 {
+	n := f.n
+	if f.cached || n.cachedOpens.Load() > 0 {
 		if !f.cached {
 			f.setCached()
 		}
 		return -1, false
 	}
+	n.mu.Lock()
+	n.ptOpens++
+	n.ptLower = f.lower
+	n.mu.Unlock()
+	f.pt, f.ptLower = true, f.lower
 	return f.fd, true
 }
 
@@ -152,13 +219,15 @@ func (f *fileHandle) PassthroughFd() (int, bool) {
 func (f *fileHandle) current() (int, syscall.Errno) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !f.writable {
+	// A passthrough handle reads its backing file whatever happens to the
+	// node: its fd stays that file too.
+	if !f.writable && !f.pt {
 		f.n.mu.Lock()
 		gen := f.n.gen
 		f.n.mu.Unlock()
 		if gen != f.gen {
 			var st unix.Stat_t
-			fd, errno := f.n.openData(f.flags, &st)
+			fd, _, _, errno := f.n.openData(f.flags, &st)
 			if errno == 0 {
 				unix.Close(f.fd)
 				f.fd, f.gen, f.lowerCtime = fd, gen, 0 // now the upper copy
@@ -202,6 +271,11 @@ func (f *fileHandle) Release(ctx context.Context) syscall.Errno {
 	defer f.mu.Unlock()
 	if f.cached {
 		f.n.cachedOpens.Add(-1)
+	}
+	if f.pt {
+		f.n.mu.Lock()
+		f.n.ptOpens--
+		f.n.mu.Unlock()
 	}
 	return toErrno(unix.Close(f.fd))
 }

@@ -3,6 +3,7 @@ package fs
 import (
 	"errors"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -27,6 +28,13 @@ type layer struct {
 	// override is the xattr that holds the owner and mode this layer's files
 	// show (whiteout.OverrideStatNames), "" where they are the real ones.
 	override string
+	// passthrough: the kernel may serve this layer's files by FUSE
+	// passthrough (not a stacked filesystem itself, see stackedFs).
+	passthrough bool
+	// noatime is a private noatime mount of a lower layer (see
+	// noatimeMount), made at the first passthrough open of one of its files.
+	noatimeOnce sync.Once
+	noatimeFd   int // -1: none
 	// atimeRefused is set once O_NOATIME was refused in this lower layer
 	// (files of another owner, for a daemon without CAP_FOWNER).
 	atimeRefused atomic.Bool
@@ -41,6 +49,11 @@ const resolveFlags = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS |
 // openat2 opens rel (relative to the layer root, "" for the root) with flags,
 // never following a symlink in any component.
 func (l *layer) openat2(rel string, flags int) (int, error) {
+	return l.openat2In(l.fd, rel, flags)
+}
+
+// openat2In is openat2 from root, the layer's root directory in some mount.
+func (l *layer) openat2In(root int, rel string, flags int) (int, error) {
 	if rel == "" {
 		rel = "."
 	}
@@ -53,7 +66,7 @@ func (l *layer) openat2(rel string, flags int) (int, error) {
 	}
 	how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW), Resolve: resolveFlags}
 	for range 8 {
-		fd, err := unix.Openat2(l.fd, rel, &how)
+		fd, err := unix.Openat2(root, rel, &how)
 		if err == unix.EAGAIN || err == unix.EINTR {
 			continue // a concurrent rename or mount raced the walk: retry
 		}
@@ -178,4 +191,47 @@ func getxattrAt(dfd int, name, key string) ([]byte, error) {
 func hasXattrAt(dfd int, name, key string) bool {
 	v, err := getxattrAt(dfd, name, key)
 	return err == nil && v != nil
+}
+
+// stackedFs reports whether filesystem type t is stacked on others (overlay,
+// FUSE, ecryptfs). The kernel refuses such files as passthrough backing files
+// (the stack would get too deep), and go-fuse then turns passthrough off for
+// the whole mount: their files are served through the daemon instead.
+func stackedFs(t int64) bool {
+	switch t {
+	case unix.OVERLAYFS_SUPER_MAGIC, unix.FUSE_SUPER_MAGIC, unix.ECRYPTFS_SUPER_MAGIC:
+		return true
+	}
+	return false
+}
+
+// noatimeMount returns the root of a private noatime mount of a lower layer:
+// a detached clone (open_tree, mount_setattr; invisible to every other
+// process, gone when its fd is closed), or -1 where that cannot be made. A
+// file passed through is read by the kernel from a file it opens itself with
+// the reader's flags, not with the daemon's O_NOATIME: opened through this
+// mount, reading it still leaves the lower file's atime alone.
+func (l *layer) noatimeMount() int {
+	l.noatimeOnce.Do(func() {
+		fd, err := unix.OpenTree(l.fd, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH)
+		if err != nil {
+			return
+		}
+		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOATIME, Attr_clr: unix.MOUNT_ATTR__ATIME}
+		if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &attr); err != nil {
+			unix.Close(fd)
+			return
+		}
+		l.noatimeFd = fd
+	})
+	return l.noatimeFd
+}
+
+// close closes the layer's fds.
+func (l *layer) close() {
+	unix.Close(l.fd)
+	l.noatimeOnce.Do(func() {}) // no clone made after this
+	if l.noatimeFd >= 0 {
+		unix.Close(l.noatimeFd)
+	}
 }

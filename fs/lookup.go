@@ -465,7 +465,7 @@ func (n *node) newChild(ctx context.Context, name string, res *found, out *fuse.
 		// without index): same st_ino, one node per name.
 		id.Gen = linkGen(n.StableAttr().Ino, res.stack[0].path, name)
 	}
-	in := n.NewInode(ctx, child, id)
+	in := n.NewInode(ctx, child, n.root.renew(id))
 	if c := in.Operations().(nodeOps).ovl(); c != child {
 		// Known already (the kernel forgot the name, or a hard link): refresh
 		// where it lives.

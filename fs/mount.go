@@ -34,7 +34,7 @@ func Mount(mountpoint string, cfg Config, mo MountOptions) (*fuse.Server, error)
 		return nil, err
 	}
 	opts := root.options(mo)
-	raw := &rawFS{RawFileSystem: gofs.NewNodeFS(root, opts)}
+	raw := &rawFS{RawFileSystem: gofs.NewNodeFS(root, opts), root: root}
 	srv, err := fuse.NewServer(raw, mountpoint, &opts.MountOptions)
 	if err != nil {
 		root.Close()

@@ -42,9 +42,14 @@ type Root struct {
 	// noTmpfileLink is set once linkat(AT_EMPTY_PATH) was refused (not
 	// root): new files are then built in the scratch dir (createInPlace).
 	noTmpfileLink atomic.Bool
-	// passthrough: upper files may be served by FUSE passthrough, which the
-	// kernel allows to root in the initial user namespace only.
-	passthrough bool
+	// passthrough: files may be served by FUSE passthrough, which the kernel
+	// allows to root in the initial user namespace only, from Linux 6.9.
+	passthrough atomic.Bool
+	// renewed maps the identity of a node retired by retire to that of the
+	// node that replaced it (see renew).
+	renewed  sync.Map // gofs.StableAttr -> gofs.StableAttr
+	nRenewed atomic.Int32
+	renewSeq atomic.Uint64
 	// cookieSeed hashes names into readdir offsets (see cookies).
 	cookieSeed maphash.Seed
 	// gone holds the directories removed or renamed over while the kernel
@@ -63,7 +68,7 @@ func NewRoot(cfg Config) (*Root, error) {
 		return nil, fmt.Errorf("upperdir and workdir go together")
 	}
 	r := &Root{cfg: cfg, ns: cfg.NS, ids: newIDMapper(&cfg), cookieSeed: maphash.MakeSeed()}
-	r.passthrough = !cfg.NoPassthrough && os.Geteuid() == 0 && whiteout.InitUserNS()
+	r.passthrough.Store(!cfg.NoPassthrough && os.Geteuid() == 0 && whiteout.InitUserNS())
 	if r.ns == 0 {
 		r.ns = whiteout.DefaultNS()
 	}
@@ -97,7 +102,8 @@ func NewRoot(cfg Config) (*Root, error) {
 			fsType = sfs.Type
 			fsTypes[st.Dev] = fsType
 		}
-		l := &layer{idx: i, path: p, fd: fd, upper: cfg.Upper != "" && i == 0, inoBits: bits, dev: st.Dev, fsType: fsType}
+		l := &layer{idx: i, path: p, fd: fd, upper: cfg.Upper != "" && i == 0, inoBits: bits, dev: st.Dev, fsType: fsType,
+			passthrough: !stackedFs(fsType), noatimeFd: -1}
 		r.layers = append(r.layers, l)
 	}
 	if err := r.setOverrides(); err != nil {
@@ -189,7 +195,7 @@ func (r *Root) setOverrides() error {
 // Close releases the layer fds.
 func (r *Root) Close() {
 	for _, l := range r.layers {
-		unix.Close(l.fd)
+		l.close()
 	}
 	r.layers = nil
 	if r.scratch != nil {

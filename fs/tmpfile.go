@@ -44,7 +44,7 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	ino := n.root.upper.inoBits | st.Ino
 	in := n.NewInode(ctx, child, gofs.StableAttr{Mode: unix.S_IFREG, Ino: ino})
 	child.fillAttr(n.root.upper, &st, &out.Attr)
-	return in, child.newHandle(fd, uint32(unix.O_RDWR|fl)), 0, 0
+	return in, child.newHandle(fd, uint32(unix.O_RDWR|fl), false, n.root.newFilePT(unix.O_RDWR)), 0, 0
 }
 
 // tmpfileFd returns the fd of an unnamed O_TMPFILE node.

@@ -257,7 +257,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 			return nil, nil, 0, errno
 		}
 		in := n.newChild(ctx, name, res, out)
-		return in, in.Operations().(nodeOps).ovl().newHandle(fd, flags), 0, 0
+		return in, in.Operations().(nodeOps).ovl().newHandle(fd, flags, false, n.root.newFilePT(flags)), 0, 0
 	}
 	fd := -1
 	in, errno := n.create(ctx, name, unix.S_IFREG|mode, func(sfd int, tmp string, umask uint32) error {
@@ -273,7 +273,13 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, errno
 	}
 	c := in.Operations().(nodeOps).ovl()
-	return in, c.newHandle(fd, flags), 0, 0
+	return in, c.newHandle(fd, flags, false, n.root.newFilePT(flags)), 0, 0
+}
+
+// newFilePT says whether the open of a file just made with open(2) flags
+// may be served by passthrough (see openData: a new file is empty).
+func (r *Root) newFilePT(flags uint32) bool {
+	return r.passthrough.Load() && r.upper.passthrough && flags&unix.O_ACCMODE != unix.O_RDONLY
 }
 
 // createInPlace makes a new regular file at name the way the kernel overlay
@@ -742,6 +748,11 @@ func (n *node) upperEntry(noData bool) (int, string, syscall.Errno) {
 func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	size, hasSize := in.GetSize()
 	fh, _ := f.(*fileHandle)
+	if hasSize && fh == nil && n.lowerBacked() {
+		// truncate(2) while the kernel reads the lower file by passthrough
+		// (the caller holds n's open lock for a size change: rawFS.SetAttr).
+		return n.retire(size == 0)
+	}
 	// Truncating a lower file to 0 needs none of its data.
 	dfd, name, errno := n.upperEntry(hasSize && size == 0)
 	target := name

@@ -95,37 +95,7 @@ func TestDirListingsCached(t *testing.T) {
 			writeFile(t, filepath.Join(l, "d", n), []byte(n), 0o644)
 		}
 	})
-	mnt := newMountpoint(t)
-	trace := filepath.Join(t.TempDir(), "trace")
-	tf, err := os.Create(trace)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tf.Close()
-	cmd := exec.Command(ovlfsBin, "-d", "-o", layerOptions([]string{l}, u, w), mnt)
-	cmd.Stderr = tf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		if isMounted(mnt) {
-			unmountFuse(t, mnt)
-		}
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for !isMounted(mnt) {
-		if time.Now().After(deadline) {
-			t.Fatalf("ovlfs -d did not mount within 10s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	mnt, trace := mountTraced(t, []string{l}, u, w)
 	d := filepath.Join(mnt, "d")
 	wrMust(t, "mkdir d/sub (merges d)", os.Mkdir(filepath.Join(d, "sub"), 0o755))
 	list := func() []string {
@@ -135,17 +105,7 @@ func TestDirListingsCached(t *testing.T) {
 		return names
 	}
 	list() // fills the kernel's cache
-	requests := func() map[string]int {
-		n := map[string]int{}
-		for _, line := range strings.Split(readTrace(t, trace), "\n") {
-			if _, rest, ok := strings.Cut(line, " rx "); ok {
-				if f := strings.Fields(rest); len(f) > 1 {
-					n[f[1]]++
-				}
-			}
-		}
-		return n
-	}
+	requests := func() map[string]int { return traceRequests(t, trace) }
 	before := requests()
 	if !strings.Contains(readTrace(t, trace), "NO_OPENDIR_SUPPORT") {
 		t.Skip("the kernel does not announce FUSE_NO_OPENDIR_SUPPORT (Linux < 5.1)")
@@ -171,6 +131,57 @@ func TestDirListingsCached(t *testing.T) {
 	if got := list(); strings.Join(got, " ") != "b c new sub" {
 		t.Errorf("listing of d after a create and a delete: %q", got)
 	}
+}
+
+// mountTraced mounts ovlfs in the foreground with -d, its request trace
+// going to the file trace.
+func mountTraced(t *testing.T, lowers []string, upper, work string) (mnt, trace string) {
+	t.Helper()
+	mnt = newMountpoint(t)
+	trace = filepath.Join(t.TempDir(), "trace")
+	tf, err := os.Create(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tf.Close()
+	cmd := exec.Command(ovlfsBin, "-d", "-o", layerOptions(lowers, upper, work), mnt)
+	cmd.Stderr = tf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if isMounted(mnt) {
+			unmountFuse(t, mnt)
+		}
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for !isMounted(mnt) {
+		if time.Now().After(deadline) {
+			t.Fatalf("ovlfs -d did not mount within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return mnt, trace
+}
+
+// traceRequests counts the requests of each opcode in a -d trace.
+func traceRequests(t *testing.T, trace string) map[string]int {
+	n := map[string]int{}
+	for _, line := range strings.Split(readTrace(t, trace), "\n") {
+		if _, rest, ok := strings.Cut(line, " rx "); ok {
+			if f := strings.Fields(rest); len(f) > 1 {
+				n[f[1]]++
+			}
+		}
+	}
+	return n
 }
 
 func readTrace(t *testing.T, p string) string {
@@ -254,7 +265,8 @@ func TestXattrsAfterListing(t *testing.T) {
 	}
 }
 
-// TestLowerAtimeUnchanged: reading files and listing directories through the
+// TestLowerAtimeUnchanged: reading files (a small one through the page cache,
+// a big one by passthrough as root) and listing directories through the
 // mount leaves the access times of the lower layer's inodes alone, as on the
 // kernel overlay: a lower layer is never written to. The atimes are set to
 // 2001 first, which relatime would otherwise update at the first read.
@@ -262,16 +274,19 @@ func TestLowerAtimeUnchanged(t *testing.T) {
 	old := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
 	fill := func(l string) {
 		writeFile(t, filepath.Join(l, "d/f"), []byte("data"), 0o644)
+		writeFile(t, filepath.Join(l, "d/big"), bytes.Repeat([]byte("b"), 1<<20), 0o644)
 		mkdirs(t, filepath.Join(l, "d/sub"))
-		for _, p := range []string{"d/f", "d/sub", "d"} {
+		for _, p := range []string{"d/f", "d/big", "d/sub", "d"} {
 			if err := os.Chtimes(filepath.Join(l, p), old, time.Date(2002, 1, 1, 0, 0, 0, 0, time.UTC)); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
 	run := func(l, m string) map[string]string {
-		if _, err := os.ReadFile(filepath.Join(m, "d/f")); err != nil {
-			t.Fatal(err)
+		for _, p := range []string{"d/f", "d/big"} {
+			if _, err := os.ReadFile(filepath.Join(m, p)); err != nil {
+				t.Fatal(err)
+			}
 		}
 		for _, p := range []string{"d", "d/sub"} {
 			if _, err := readdirNames(filepath.Join(m, p)); err != nil {
@@ -279,7 +294,7 @@ func TestLowerAtimeUnchanged(t *testing.T) {
 			}
 		}
 		got := map[string]string{}
-		for _, p := range []string{"d/f", "d/sub", "d"} {
+		for _, p := range []string{"d/f", "d/big", "d/sub", "d"} {
 			var st unix.Stat_t
 			if err := unix.Lstat(filepath.Join(l, p), &st); err != nil {
 				t.Fatal(err)

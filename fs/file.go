@@ -72,6 +72,12 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		return nil, 0, errno
 	}
 	h := n.newHandle(fd, flags, !l.upper, pt)
+	if flags&unix.O_TRUNC != 0 {
+		if errno := n.truncKill(ctx, h, l, &st); errno != 0 {
+			h.Release(ctx)
+			return nil, 0, errno
+		}
+	}
 	if !n.inUpper() {
 		h.lowerCtime = st.Ctim.Nano()
 		if shown := n.lowerCtime.Load(); shown != 0 && shown != h.lowerCtime {
@@ -139,6 +145,36 @@ func (n *node) openData(fl int, st *unix.Stat_t) (fd int, l *layer, pt bool, err
 	}
 	unix.Close(fd)
 	return nfd, l, true, 0
+}
+
+// truncKill drops the set-ID bits of a file that open(O_TRUNC) just emptied
+// (h, a file of layer l whose attributes were st) when the caller lacks
+// CAP_FSETID, as the kernel does for a truncate: the set-user-ID bit, and
+// the set-group-ID bit of a group-executable file or of a group the caller
+// is not in. The FUSE kernel module leaves that out where the daemon
+// truncates in OPEN (ATOMIC_O_TRUNC), so ovlfs does it itself.
+func (n *node) truncKill(ctx context.Context, h *fileHandle, l *layer, st *unix.Stat_t) syscall.Errno {
+	mode := st.Mode
+	_, gid := n.root.ids.view(st.Uid, st.Gid)
+	if l.override != "" {
+		var a fuse.AttrOut
+		if errno := n.Getattr(ctx, h, &a); errno != 0 {
+			return errno
+		}
+		mode, gid = a.Mode, a.Gid
+	}
+	var kill uint32
+	if mode&unix.S_ISUID != 0 {
+		kill |= unix.S_ISUID
+	}
+	if mode&unix.S_ISGID != 0 && (mode&unix.S_IXGRP != 0 || !callerInGroup(ctx, gid)) {
+		kill |= unix.S_ISGID
+	}
+	if kill == 0 || callerHasFsetid(ctx) {
+		return 0
+	}
+	in := fuse.SetAttrIn{SetAttrInCommon: fuse.SetAttrInCommon{Valid: fuse.FATTR_MODE, Mode: mode & 0o7777 &^ kill}}
+	return n.Setattr(ctx, h, &in, &fuse.AttrOut{})
 }
 
 // ptMinSize is the size from which a file opened read-only is served by

@@ -9,6 +9,7 @@ import (
 	"hash/maphash"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -293,21 +294,75 @@ func (r *Root) callerUmask(ctx context.Context) uint32 {
 	if !r.acl() {
 		return 0
 	}
-	c, ok := ctx.(*fuse.Context)
-	if !ok || c.Pid == 0 {
-		return 0o022
-	}
-	b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(c.Pid), 10) + "/status")
-	if err != nil {
-		return 0o022
-	}
-	if i := bytes.Index(b, []byte("\nUmask:\t")); i >= 0 {
-		f := bytes.Fields(b[i+len("\nUmask:\t"):])
-		if len(f) > 0 {
-			if m, err := strconv.ParseUint(string(f[0]), 8, 32); err == nil {
-				return uint32(m) & 0o777
-			}
+	if f := callerStatus(ctx, "Umask"); len(f) > 0 {
+		if m, err := strconv.ParseUint(f[0], 8, 32); err == nil {
+			return uint32(m) & 0o777
 		}
 	}
 	return 0o022
+}
+
+// callerStatus returns the fields of line name of the /proc status of the
+// caller of request ctx (nil where it cannot be read: no context, or a
+// caller in a PID namespace the daemon does not see).
+func callerStatus(ctx context.Context, name string) []string {
+	c, ok := ctx.(*fuse.Context)
+	if !ok || c.Pid == 0 {
+		return nil
+	}
+	b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(c.Pid), 10) + "/status")
+	if err != nil {
+		return nil
+	}
+	key := []byte("\n" + name + ":")
+	i := bytes.Index(b, key)
+	if i < 0 {
+		return nil
+	}
+	line := b[i+len(key):]
+	if j := bytes.IndexByte(line, '\n'); j >= 0 {
+		line = line[:j]
+	}
+	return strings.Fields(string(line))
+}
+
+// callerHasFsetid reports whether the caller of request ctx has CAP_FSETID
+// in the initial user namespace, which lets it keep set-ID bits where a
+// truncate or write would drop them.
+func callerHasFsetid(ctx context.Context) bool {
+	c, ok := ctx.(*fuse.Context)
+	if !ok {
+		return true // the daemon itself
+	}
+	f := callerStatus(ctx, "CapEff")
+	if len(f) == 0 {
+		return c.Uid == 0
+	}
+	caps, err := strconv.ParseUint(f[0], 16, 64)
+	if err != nil || caps&(1<<unix.CAP_FSETID) == 0 {
+		return false
+	}
+	// CapEff counts in the caller's own user namespace.
+	if !whiteout.InitUserNS() {
+		return false
+	}
+	var mine, its unix.Stat_t
+	return unix.Stat("/proc/self/ns/user", &mine) == nil &&
+		unix.Stat("/proc/"+strconv.FormatUint(uint64(c.Pid), 10)+"/ns/user", &its) == nil &&
+		mine.Ino == its.Ino && mine.Dev == its.Dev
+}
+
+// callerInGroup reports whether gid is the caller's file system group or one
+// of its supplementary groups (IDs as the mount shows them).
+func callerInGroup(ctx context.Context, gid uint32) bool {
+	c, ok := ctx.(*fuse.Context)
+	if !ok || c.Gid == gid {
+		return true
+	}
+	for _, g := range callerStatus(ctx, "Groups") {
+		if v, err := strconv.ParseUint(g, 10, 32); err == nil && uint32(v) == gid {
+			return true
+		}
+	}
+	return false
 }

@@ -30,8 +30,8 @@ type fileHandle struct {
 	// cache), not through passthrough to the layer file.
 	cached bool
 	// lower: fd is a file of a lower layer. pt: the kernel serves this open
-	// by passthrough, from a lower file if ptLower (see PassthroughFd).
-	lower, pt, ptLower bool
+	// by passthrough, from the node's backing file (see PassthroughFd).
+	lower, pt bool
 }
 
 var (
@@ -202,7 +202,7 @@ func (n *node) newHandle(fd int, flags uint32, lower, pt bool) *fileHandle {
 	h.gen = n.gen
 	if n.ptOpens > 0 {
 		n.ptOpens++
-		h.pt, h.ptLower = true, n.ptLower
+		h.pt = true
 	}
 	n.mu.Unlock()
 	if !h.pt && !pt {
@@ -246,7 +246,7 @@ func (f *fileHandle) PassthroughFd() (int, bool) {
 	n.ptOpens++
 	n.ptLower = f.lower
 	n.mu.Unlock()
-	f.pt, f.ptLower = true, f.lower
+	f.pt = true
 	return f.fd, true
 }
 

@@ -76,27 +76,23 @@ func (l *openLocks) unlock(id uint64, ol *openLock) {
 }
 
 func (r *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	if !r.root.passthrough.Load() {
-		return r.RawFileSystem.Open(cancel, in, out)
+	if r.root.passthrough.Load() {
+		defer r.locks.unlock(in.NodeId, r.locks.lock(in.NodeId))
 	}
-	defer r.locks.unlock(in.NodeId, r.locks.lock(in.NodeId))
 	return r.RawFileSystem.Open(cancel, in, out)
 }
 
 func (r *rawFS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
-	if !r.root.passthrough.Load() {
-		r.RawFileSystem.Release(cancel, in)
-		return
+	if r.root.passthrough.Load() {
+		defer r.locks.unlock(in.NodeId, r.locks.lock(in.NodeId))
 	}
-	defer r.locks.unlock(in.NodeId, r.locks.lock(in.NodeId))
 	r.RawFileSystem.Release(cancel, in)
 }
 
 func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
-	if in.Valid&fuse.FATTR_SIZE == 0 || !r.root.passthrough.Load() {
-		return r.RawFileSystem.SetAttr(cancel, in, out)
+	if in.Valid&fuse.FATTR_SIZE != 0 && r.root.passthrough.Load() {
+		defer r.locks.unlock(in.NodeId, r.locks.lock(in.NodeId))
 	}
-	defer r.locks.unlock(in.NodeId, r.locks.lock(in.NodeId))
 	return r.RawFileSystem.SetAttr(cancel, in, out)
 }
 

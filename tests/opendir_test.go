@@ -70,10 +70,7 @@ func TestOpenDirRemoved(t *testing.T) {
 		return got
 	}
 
-	l, u, w := wrLayers(t, fill)
-	got := run(mountOvlfs(t, []string{l}, u, w))
-	l, u, w = wrLayers(t, fill)
-	want := run(mountKernel(t, []string{l}, u, w))
+	got, want := sideBySide(t, fill, func(_, m string) map[string]string { return run(m) })
 	for d, k := range want {
 		if got[d] != k {
 			t.Errorf("%s: ovlfs %q, kernel overlay %q", d, got[d], k)
@@ -251,10 +248,7 @@ func TestXattrsAfterListing(t *testing.T) {
 		}
 		return got
 	}
-	l, u, w := wrLayers(t, fill)
-	got := run(mountOvlfs(t, []string{l}, u, w))
-	l, u, w = wrLayers(t, fill)
-	want := run(mountKernel(t, []string{l}, u, w))
+	got, want := sideBySide(t, fill, func(_, m string) map[string]string { return run(m) })
 	for k, v := range want {
 		if got[k] != v {
 			t.Errorf("%s: ovlfs %s, kernel overlay %s", k, got[k], v)
@@ -303,10 +297,7 @@ func TestLowerAtimeUnchanged(t *testing.T) {
 		}
 		return got
 	}
-	l, u, w := wrLayers(t, fill)
-	got := run(l, mountOvlfs(t, []string{l}, u, w))
-	l2, u2, w2 := wrLayers(t, fill)
-	want := run(l2, mountKernel(t, []string{l2}, u2, w2))
+	got, want := sideBySide(t, fill, run)
 	for p, k := range want {
 		if k != "2001-01-01" {
 			t.Errorf("the kernel overlay changed the atime of lower %s to %s: the test's premise is wrong", p, k)

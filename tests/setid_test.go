@@ -51,10 +51,7 @@ stat -c '%n %A %s' u gx gnx both root plain w`
 		}
 		return strings.TrimSpace(string(out))
 	}
-	l, u, w := wrLayers(t, fill)
-	got := run(mountOvlfs(t, []string{l}, u, w))
-	l2, u2, w2 := wrLayers(t, fill)
-	want := run(mountKernel(t, []string{l2}, u2, w2))
+	got, want := sideBySide(t, fill, func(_, m string) string { return run(m) })
 	if !strings.Contains(want, "u -rwxrwxrwx 0") || !strings.Contains(want, "root -rwsrwsrwx 0") {
 		t.Fatalf("the kernel overlay shows\n%s\nthe test's premise is wrong", want)
 	}

@@ -31,6 +31,18 @@ func wrLayers(t *testing.T, fill func(lower string)) (lower, upper, work string)
 	return
 }
 
+// sideBySide makes the same layers twice (fill makes the lower), mounts one
+// copy with ovlfs and the other with the kernel overlay, and returns what
+// run saw on each (run gets the lower dir and the mountpoint).
+func sideBySide[T any](t *testing.T, fill func(lower string), run func(lower, mnt string) T) (ovlfs, kernel T) {
+	t.Helper()
+	l, u, w := wrLayers(t, fill)
+	ovlfs = run(l, mountOvlfs(t, []string{l}, u, w))
+	l, u, w = wrLayers(t, fill)
+	kernel = run(l, mountKernel(t, []string{l}, u, w))
+	return ovlfs, kernel
+}
+
 func wrMust(t *testing.T, what string, err error) {
 	t.Helper()
 	if err != nil {

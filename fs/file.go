@@ -42,9 +42,6 @@ var (
 	_ = (gofs.FileFsyncer)((*fileHandle)(nil))
 	_ = (gofs.FileFlusher)((*fileHandle)(nil))
 	_ = (gofs.FileAllocater)((*fileHandle)(nil))
-	_ = (gofs.FileGetlker)((*fileHandle)(nil))
-	_ = (gofs.FileSetlker)((*fileHandle)(nil))
-	_ = (gofs.FileSetlkwer)((*fileHandle)(nil))
 	_ = (gofs.NodeCopyFileRanger)((*node)(nil))
 )
 
@@ -321,7 +318,7 @@ func (f *fileHandle) Release(ctx context.Context) syscall.Errno {
 // overlay, which calls the upper file's flush only where its filesystem has
 // one, there is nothing to flush: writes reach the layer file as they come
 // (no writeback cache), the local filesystems that hold layers report no
-// errors at close, and POSIX locks are released by their own unlock request.
+// errors at close, and locks are the kernel's own (see Root.options).
 func (f *fileHandle) Flush(ctx context.Context) syscall.Errno {
 	return syscall.ENOSYS
 }
@@ -347,51 +344,6 @@ func (f *fileHandle) Lseek(ctx context.Context, off uint64, whence uint32) (uint
 
 func (f *fileHandle) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
 	return toErrno(unix.Fallocate(f.fd, mode, int64(off), int64(size)))
-}
-
-func (f *fileHandle) Getlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32, out *fuse.FileLock) syscall.Errno {
-	var flk syscall.Flock_t
-	lk.ToFlockT(&flk)
-	errno := toErrno(syscall.FcntlFlock(uintptr(f.fd), unix.F_OFD_GETLK, &flk))
-	out.FromFlockT(&flk)
-	return errno
-}
-
-func (f *fileHandle) Setlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
-	return f.setLock(lk, flags, false)
-}
-
-func (f *fileHandle) Setlkw(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
-	return f.setLock(lk, flags, true)
-}
-
-// setLock takes POSIX record locks (as open file description locks) and flock
-// locks on the real backing file.
-func (f *fileHandle) setLock(lk *fuse.FileLock, flags uint32, wait bool) syscall.Errno {
-	if flags&fuse.FUSE_LK_FLOCK != 0 {
-		var op int
-		switch lk.Typ {
-		case syscall.F_RDLCK:
-			op = unix.LOCK_SH
-		case syscall.F_WRLCK:
-			op = unix.LOCK_EX
-		case syscall.F_UNLCK:
-			op = unix.LOCK_UN
-		default:
-			return syscall.EINVAL
-		}
-		if !wait {
-			op |= unix.LOCK_NB
-		}
-		return toErrno(unix.Flock(f.fd, op))
-	}
-	var flk syscall.Flock_t
-	lk.ToFlockT(&flk)
-	cmd := unix.F_OFD_SETLK
-	if wait {
-		cmd = unix.F_OFD_SETLKW
-	}
-	return toErrno(syscall.FcntlFlock(uintptr(f.fd), cmd, &flk))
 }
 
 func (n *node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn uint64, out *gofs.Inode, fhOut gofs.FileHandle, offOut uint64, size uint64, flags uint64) (uint32, syscall.Errno) {

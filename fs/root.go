@@ -230,7 +230,14 @@ func (r *Root) options(mo MountOptions) *gofs.Options {
 			AllowOther:  mo.AllowOther || os.Geteuid() == 0,
 			Debug:       mo.Debug,
 			DirectMount: true,
-			EnableLocks: true,
+			// No FUSE_POSIX_LOCKS or FUSE_FLOCK_LOCKS: the kernel keeps
+			// fcntl, OFD and flock locks in its own VFS, local to this
+			// mount, as it does for the kernel overlay. Each lock then has
+			// its owner's semantics (a process's POSIX locks go when it
+			// closes any fd of the file; F_OFD_GETLK sees only real
+			// conflicts), which locks taken on the backing files by the
+			// daemon cannot give.
+			EnableLocks: false,
 			// The kernel enforces POSIX ACLs, read through Getxattr. It then
 			// leaves the umask to us (DONT_MASK): a default ACL replaces it.
 			EnableAcl: r.acl(),
@@ -239,7 +246,10 @@ func (r *Root) options(mo MountOptions) *gofs.Options {
 			// ATOMIC_O_TRUNC: open(O_TRUNC) arrives as one OPEN, so a lower
 			// file is copied up without its data instead of copied whole and
 			// then truncated.
-			ExtraCapabilities: dontMask(r.acl()) | fuse.CAP_READDIRPLUS_AUTO | fuse.CAP_ATOMIC_O_TRUNC,
+			// NO_EXPORT_SUPPORT: no file handles (name_to_handle_at answers
+			// EOPNOTSUPP), as the kernel overlay without nfs_export: a
+			// handle ovlfs gave out could not be opened again.
+			ExtraCapabilities: dontMask(r.acl()) | fuse.CAP_READDIRPLUS_AUTO | fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_NO_EXPORT_SUPPORT,
 			DisableXAttrs:     r.cfg.NoXattrs,
 			MaxWrite:          1 << 20,
 			// A symlink's target never changes: a new target is a new

@@ -30,8 +30,8 @@ type Scratch struct {
 	haveWh bool
 }
 
-// OpenScratch opens (making it if needed) workdir/ovlfs and removes what a
-// crashed daemon left in it.
+// OpenScratch opens (making it if needed) workdir/ovlfs, locks it for this
+// process and removes what a crashed daemon left in it.
 func OpenScratch(workdir string, ns whiteout.NS) (*Scratch, error) {
 	wfd, err := unix.Open(workdir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -44,6 +44,17 @@ func OpenScratch(workdir string, ns whiteout.NS) (*Scratch, error) {
 	fd, err := unix.Openat(wfd, ScratchName, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: workdir + "/" + ScratchName, Err: err}
+	}
+	// One daemon per work dir (and so per upper): a second one would clean
+	// away the first one's objects in the making, and two daemons serving
+	// one upper each cache what the other changes. The lock lives as long
+	// as the fd, which the daemon holds to its end.
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		unix.Close(fd)
+		if err == unix.EWOULDBLOCK {
+			return nil, fmt.Errorf("workdir %s is in use by another ovlfs mount (one mount per upper and work dir)", workdir)
+		}
+		return nil, &os.PathError{Op: "lock", Path: workdir + "/" + ScratchName, Err: err}
 	}
 	s := &Scratch{fd: fd, ns: ns}
 	if err := s.clean(); err != nil {

@@ -18,6 +18,13 @@ type Config struct {
 	// NS is where overlay metadata lives; zero means: Trusted when the process
 	// may write trusted.* xattrs (real root), User otherwise.
 	NS whiteout.NS
+	// Redirect is the kernel's redirect_dir= mode: "on" (write and follow
+	// redirects; also ""), "follow" (follow, write none), "nofollow"
+	// (neither) or "off" (as the kernel built with redirect_always_follow:
+	// follow, write none). Without redirects to write, renaming a directory
+	// that merges lower layers answers EXDEV (mv then copies). Redirects are
+	// never followed or written in the user NS (userxattr), as the kernel.
+	Redirect string
 	// StaticNlink makes directories report st_nlink 1.
 	StaticNlink bool
 	// NoXattrs refuses every xattr operation.
@@ -29,8 +36,22 @@ type Config struct {
 	// caches at once; the timeout only bounds how long a change made to the
 	// layers behind the mount's back may stay unseen.
 	Timeout *time.Duration
+	// NoAtime and NoDirAtime: the mount is noatime (or nodiratime), and
+	// ovlfs's own reads of upper files (directories) leave their atime
+	// alone, as the kernel overlay's do.
+	NoAtime, NoDirAtime bool
 	// NoFsync ignores fsync (fsync=0, volatile).
 	NoFsync bool
+	// Volatile marks the work dir as the kernel's volatile mount does
+	// (work/incompat/volatile/dirty), so that no later mount, by the kernel
+	// or ovlfs, uses an upper that may have lost writes until the user
+	// removes the mark.
+	Volatile bool
+	// UUID is the kernel's uuid= mode: "on", "auto" (also ""), "null" or
+	// "off". on, and auto on a new upper (its root not yet impure), keep an
+	// X(uuid) on the upper root, as the kernel does. File handles in
+	// X(origin) carry a null uuid in every mode.
+	UUID string
 	// NoPassthrough serves every read and write through FUSE requests, even
 	// where the kernel would let upper files be passed through.
 	NoPassthrough bool

@@ -35,6 +35,10 @@ type layer struct {
 	// noatimeMount), made at the first passthrough open of one of its files.
 	noatimeOnce sync.Once
 	noatimeFd   int // -1: none
+	// noatime, nodiratime: the mount's noatime or nodiratime, for the
+	// upper layer: the daemon's own reads of upper files (or directories)
+	// must not move their atime either (reads of lower ones never do).
+	noatime, nodiratime bool
 	// atimeRefused is set once O_NOATIME was refused in this lower layer
 	// (files of another owner, for a daemon without CAP_FOWNER).
 	atimeRefused atomic.Bool
@@ -60,7 +64,8 @@ func (l *layer) openat2In(root int, rel string, flags int) (int, error) {
 	// Reading a lower layer leaves its access times alone, as the kernel
 	// overlay does (it opens lower files and directories O_NOATIME): a
 	// lower layer is not written to, not even its inodes' atime.
-	noatime := !l.upper && flags&(unix.O_ACCMODE|unix.O_PATH) == unix.O_RDONLY && !l.atimeRefused.Load()
+	noatime := !l.upper && flags&(unix.O_ACCMODE|unix.O_PATH) == unix.O_RDONLY && !l.atimeRefused.Load() ||
+		l.upper && flags&unix.O_PATH == 0 && (l.noatime || l.nodiratime && flags&unix.O_DIRECTORY != 0) && !l.atimeRefused.Load()
 	if noatime {
 		flags |= unix.O_NOATIME
 	}

@@ -38,16 +38,17 @@ type found struct {
 
 // redirect is an X(redirect) in force while walking down the layers.
 type redirect struct {
-	abs  string // path from the overlay root, or ""
-	name string // sibling name (relative redirect), or ""
+	abs     string // path from the overlay root, or ""
+	name    string // sibling name (relative redirect), or ""
+	refused bool   // a redirect the mount does not follow (EPERM below it)
 }
 
 // lookupName resolves name in directory n the way the kernel's ovl_lookup does:
 // walk the layers top-down; a whiteout ends the walk; a non-directory is the
 // answer (a metacopy one goes on for its data); directories join the merge stack
 // until an opaque one; a non-directory under a directory ends the stack.
-// Redirects are followed in the trusted NS only (the kernel never follows them
-// with userxattr).
+// Redirects are followed where Root.followRedirects says (never with
+// userxattr, as the kernel).
 func (n *node) lookupName(name string) (*found, syscall.Errno) {
 	return n.lookupNameIn(name, nil)
 }
@@ -68,6 +69,9 @@ func (n *node) lookupNameIn(name string, dirs dirFds) (*found, syscall.Errno) {
 		idx = n.index()
 	}
 	for i := 0; i < len(base); i++ {
+		if rd.refused {
+			return nil, syscall.EPERM
+		}
 		e := base[i]
 		l := r.layers[e.layer]
 		// Where the layer's names are indexed, skip it without a system
@@ -271,6 +275,9 @@ func (n *node) dirLayer(dfd int, lname string, rd *redirect, top *found) (bool, 
 		return true, 0
 	}
 	if meta.redirect != nil {
+		// Not followed (redirect_dir=nofollow): as the kernel, the lookup
+		// fails with EPERM if a layer below would be searched.
+		rd.refused = !n.root.followRedirects()
 		return false, setRedirect(meta.redirect, rd)
 	}
 	return false, 0
@@ -278,7 +285,7 @@ func (n *node) dirLayer(dfd int, lname string, rd *redirect, top *found) (bool, 
 
 // fileRedirect applies the redirect of a metacopy file (its data was renamed).
 func (n *node) fileRedirect(dfd int, lname string, rd *redirect) (bool, syscall.Errno) {
-	if n.root.ns != whiteout.Trusted {
+	if !n.root.followRedirects() {
 		return false, 0
 	}
 	v, err := getxattrAt(dfd, lname, n.root.ns.Key(whiteout.Redirect))

@@ -113,12 +113,27 @@ func NewRoot(cfg Config) (*Root, error) {
 	}
 	if cfg.Upper != "" {
 		r.upper = r.layers[0]
+		r.upper.noatime, r.upper.nodiratime = cfg.NoAtime, cfg.NoDirAtime
+		if err := checkIncompat(cfg.Work); err != nil {
+			r.Close()
+			return nil, err
+		}
 		sc, err := cow.OpenScratch(cfg.Work, r.ns)
 		if err != nil {
 			r.Close()
 			return nil, err
 		}
 		r.scratch = sc
+		if cfg.Volatile {
+			if err := markVolatile(cfg.Work); err != nil {
+				r.Close()
+				return nil, err
+			}
+		}
+		if err := r.initUUID(); err != nil {
+			r.Close()
+			return nil, err
+		}
 	}
 	r.node.root = r
 	stack := make([]layerEntry, len(r.layers))
@@ -204,6 +219,17 @@ func (r *Root) Close() {
 	}
 }
 
+// followRedirects reports whether lookups follow X(redirect).
+func (r *Root) followRedirects() bool {
+	return r.ns == whiteout.Trusted && r.cfg.Redirect != "nofollow"
+}
+
+// writesRedirects reports whether a rename of a directory that merges lower
+// layers writes X(redirect) (else it answers EXDEV).
+func (r *Root) writesRedirects() bool {
+	return r.ns == whiteout.Trusted && (r.cfg.Redirect == "" || r.cfg.Redirect == "on")
+}
+
 // NS returns the xattr namespace of the overlay metadata of this mount.
 func (r *Root) NS() whiteout.NS { return r.ns }
 
@@ -266,7 +292,11 @@ func (r *Root) options(mo MountOptions) *gofs.Options {
 			// go-fuse's default), a mount by root honours setuid bits and
 			// devices unless told nosuid/nodev; fusermount3 forces both for
 			// everybody else.
-			Options: append(rootDefaults(), mo.Options...),
+			Options: append(rootDefaults(), kernelStrings(mo.Options)...),
+			// Atime flags a mount(2) takes only as flags (fusermount3
+			// knows noatime alone; without root, the daemon's own O_NOATIME
+			// reads give nodiratime, and relatime is the default).
+			DirectMountFlags: unix.MS_NOSUID | unix.MS_NODEV | atimeFlags(mo.Options),
 		},
 	}
 	if r.upper == nil {
@@ -277,6 +307,27 @@ func (r *Root) options(mo MountOptions) *gofs.Options {
 		opts.RootStableAttr = &gofs.StableAttr{Ino: r.layers[0].inoBits | st.Ino}
 	}
 	return opts
+}
+
+// flagOnly are the mount options that go to the kernel as mount(2) flags.
+var flagOnly = map[string]uintptr{"relatime": unix.MS_RELATIME, "nodiratime": unix.MS_NODIRATIME, "lazytime": unix.MS_LAZYTIME}
+
+func atimeFlags(opts []string) uintptr {
+	var f uintptr
+	for _, o := range opts {
+		f |= flagOnly[o]
+	}
+	return f
+}
+
+func kernelStrings(opts []string) []string {
+	var out []string
+	for _, o := range opts {
+		if _, ok := flagOnly[o]; !ok {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 func rootDefaults() []string {

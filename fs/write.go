@@ -552,8 +552,8 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		}
 	}
 	srcLower := src.isDir && srcNode.hasLower()
-	if srcLower && n.root.ns != whiteout.Trusted {
-		return syscall.EXDEV // the kernel never follows redirects with userxattr: mv copies
+	if srcLower && !n.root.writesRedirects() {
+		return syscall.EXDEV // no redirects (userxattr, redirect_dir=off...): mv copies
 	}
 	// Where the moved directory merges lower layers, say where they are.
 	var redirectTo string

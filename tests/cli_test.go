@@ -111,17 +111,29 @@ func TestCLIValidationErrors(t *testing.T) {
 		{"mount point is a file", func(t *testing.T, s cliSet) ([]string, string) {
 			return []string{"-o", s.Opts(), cliFile(t, s.Dir, "file")}, "not a directory"
 		}},
-		{"mount point is the lowerdir", func(t *testing.T, s cliSet) ([]string, string) {
-			return []string{"-o", s.Opts(), s.Lower}, "inside layer"
-		}},
-		{"mount point inside lowerdir", func(t *testing.T, s cliSet) ([]string, string) {
-			return []string{"-o", s.Opts(), cliDir(t, s.Lower, "m")}, "inside layer"
-		}},
 		{"mount point inside upperdir", func(t *testing.T, s cliSet) ([]string, string) {
-			return []string{"-o", s.Opts(), cliDir(t, s.Upper, "m")}, "inside layer"
+			return []string{"-o", s.Opts(), cliDir(t, s.Upper, "m")}, "which the mount writes to"
 		}},
 		{"mount point inside workdir", func(t *testing.T, s cliSet) ([]string, string) {
-			return []string{"-o", s.Opts(), cliDir(t, s.Work, "m")}, "inside layer"
+			return []string{"-o", s.Opts(), cliDir(t, s.Work, "m")}, "which the mount writes to"
+		}},
+		{"metacopy=on", func(t *testing.T, s cliSet) ([]string, string) {
+			return []string{"-o", s.Opts() + ",metacopy=on", s.Mnt}, "metacopy=on: not supported"
+		}},
+		{"index=on", func(t *testing.T, s cliSet) ([]string, string) {
+			return []string{"-o", s.Opts() + ",index=on", s.Mnt}, "index=on: not supported"
+		}},
+		{"nfs_export=on", func(t *testing.T, s cliSet) ([]string, string) {
+			return []string{"-o", s.Opts() + ",nfs_export=on", s.Mnt}, "nfs_export=on: not supported"
+		}},
+		{"verity=require", func(t *testing.T, s cliSet) ([]string, string) {
+			return []string{"-o", s.Opts() + ",verity=require", s.Mnt}, "verity=require: not supported"
+		}},
+		{"redirect_dir=on with userxattr", func(t *testing.T, s cliSet) ([]string, string) {
+			return []string{"-o", s.Opts() + ",userxattr,redirect_dir=on", s.Mnt}, "not with userxattr"
+		}},
+		{"uuid=bogus", func(t *testing.T, s cliSet) ([]string, string) {
+			return []string{"-o", s.Opts() + ",uuid=bogus", s.Mnt}, "want on, auto, null or off"
 		}},
 		{"no mount point", func(t *testing.T, s cliSet) ([]string, string) {
 			return []string{"-o", s.Opts()}, "no mount point"

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ovlfs/ovlfs/fs"
+	"github.com/ovlfs/ovlfs/whiteout"
 )
 
 // daemonEnv marks the re-executed background process; its value is the fd of
@@ -134,7 +135,14 @@ func serve(o *options, report func(error)) error {
 	signal.Ignore(syscall.SIGHUP)
 
 	cfg, mo := o.fsConfig()
+	// fusermount3 (a mount without root) says on stderr why it refuses a
+	// mount; go-fuse only gives its exit code. Keep what it says for the
+	// error line.
+	done := captureStderr()
 	srv, err := fs.Mount(o.Mountpoint, cfg, mo)
+	if said := done(err != nil); err != nil && said != "" {
+		err = errors.New(said)
+	}
 	if report != nil {
 		report(err)
 	}
@@ -172,8 +180,22 @@ func (o *options) fsConfig() (fs.Config, fs.MountOptions) {
 		NoXattrs:    o.NoXattrs,
 		NoFsync:     o.NoFsync,
 		NoACL:       o.NoACL,
+		Redirect:    o.RedirectDir,
+		Volatile:    o.Volatile,
+		UUID:        o.UUID,
 
 		XattrPermissions: o.XattrPermissions,
+	}
+	if o.UserXattr {
+		cfg.NS = whiteout.User
+	}
+	for _, k := range o.Kernel {
+		switch k {
+		case "noatime":
+			cfg.NoAtime = true
+		case "nodiratime":
+			cfg.NoDirAtime = true
+		}
 	}
 	if o.TimeoutSet {
 		t := o.Timeout
@@ -209,4 +231,33 @@ func (o *options) fsConfig() (fs.Config, fs.MountOptions) {
 		mo.FsName = "ovlfs"
 	}
 	return cfg, mo
+}
+
+// captureStderr points os.Stderr (which go-fuse hands to fusermount3) at a
+// pipe until done is called. done(failed) restores it and returns the last
+// line written, when failed; otherwise it passes what was written on.
+func captureStderr() (done func(failed bool) string) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return func(bool) string { return "" }
+	}
+	orig := os.Stderr
+	os.Stderr = w
+	out := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(r)
+		r.Close()
+		out <- b
+	}()
+	return func(failed bool) string {
+		os.Stderr = orig
+		w.Close()
+		b := <-out
+		if !failed {
+			orig.Write(b)
+			return ""
+		}
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		return strings.TrimSpace(lines[len(lines)-1])
+	}
 }

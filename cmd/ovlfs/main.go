@@ -35,6 +35,12 @@ func run() int {
 	for _, u := range o.Unknown {
 		fmt.Fprintf(os.Stderr, "ovlfs: unknown option ignored: %s\n", oneLine(u))
 	}
+	if o.Remount {
+		if err := remount(o); err != nil {
+			return fail(err)
+		}
+		return 0
+	}
 	fd, isDaemon := daemonFD()
 	// The daemon gets the paths its parent resolved and checked.
 	if !isDaemon || !o.takeResolved() {
@@ -80,7 +86,7 @@ func runDaemon(o *options, fd int) int {
 }
 
 func fail(err error) int {
-	fmt.Fprintf(os.Stderr, "ovlfs: %s\n", oneLine(err.Error()))
+	fmt.Fprintf(os.Stderr, "ovlfs: %s\n", oneLine(strings.TrimSpace(err.Error())))
 	return 1
 }
 

@@ -56,6 +56,17 @@ type options struct {
 	NoACL            bool
 	RedirectDir      string
 	Xino             string
+	// UserXattr: overlay metadata in user.overlay.* (-o userxattr), as
+	// the kernel writes it in a user namespace; the default as non-root.
+	UserXattr bool
+	// Volatile: -o volatile (fsync ignored, and the work dir marked as
+	// the kernel marks it).
+	Volatile bool
+	// UUID is uuid=: on, auto (""), null or off.
+	UUID string
+	// Remount: -o remount (mount -o remount through mount.fuse3): change
+	// the flags of the live mount at Mountpoint instead of mounting.
+	Remount bool
 
 	// Unknown lists options that are warned about and ignored.
 	Unknown []string
@@ -214,7 +225,7 @@ func (o *options) parseOpts(s string) error {
 			default:
 				return bad("want 0, 1 or 2")
 			}
-		case "static_nlink", "volatile", "noacl", "debug", "allow_other", "allow_root", "default_permissions":
+		case "static_nlink", "volatile", "noacl", "debug", "allow_other", "allow_root", "default_permissions", "userxattr", "remount":
 			if hasVal {
 				return bad("takes no value")
 			}
@@ -222,7 +233,11 @@ func (o *options) parseOpts(s string) error {
 			case "static_nlink":
 				o.StaticNlink = true
 			case "volatile":
-				o.NoFsync = true
+				o.NoFsync, o.Volatile = true, true
+			case "userxattr":
+				o.UserXattr = true
+			case "remount":
+				o.Remount = true
 			case "noacl":
 				o.NoACL = true
 			case "debug":
@@ -274,10 +289,48 @@ func (o *options) parseOpts(s string) error {
 			default:
 				return bad("want off, auto or on")
 			}
+		case "uuid":
+			switch val {
+			case "on", "auto", "null", "off":
+				o.UUID = val
+			default:
+				return bad("want on, auto, null or off")
+			}
+		case "metacopy", "index", "nfs_export", "verity":
+			// Kernel features that change what lands on disk: ovlfs
+			// writes none of them, so only "off" can be honoured.
+			switch {
+			case val == "off":
+			case key == "verity" && (val == "on" || val == "require"), key != "verity" && val == "on":
+				return fmt.Errorf("option %s: not supported by ovlfs (it writes no %s; the kernel overlay does)", item, key)
+			default:
+				if key == "verity" {
+					return bad("want off, on or require")
+				}
+				return bad("want on or off")
+			}
 		case "ro", "rw":
 			setKernel("ro", key)
-		case "nodev", "dev", "nosuid", "suid", "noexec", "exec", "noatime", "atime":
+		case "nodev", "dev", "nosuid", "suid", "noexec", "exec":
 			setKernel(strings.TrimPrefix(key, "no"), key)
+		case "atime", "noatime", "relatime", "norelatime", "strictatime", "nostrictatime", "lazytime", "nolazytime", "diratime", "nodiratime":
+			if hasVal {
+				return bad("takes no value")
+			}
+			if key == "strictatime" {
+				// Reads that the kernel serves from its page cache never
+				// reach the daemon, and the atime the kernel keeps in
+				// memory for them is not written back.
+				return fmt.Errorf("option strictatime: not supported by ovlfs (reads served from the page cache do not reach it, so atime cannot move on every read); use relatime or noatime")
+			}
+			group := "atime"
+			switch key {
+			case "diratime", "nodiratime":
+				group = "diratime"
+			case "lazytime", "nolazytime":
+				group = "lazytime"
+			}
+			setKernel(group, key)
 		case "context", "fscontext", "defcontext", "rootcontext":
 			if !hasVal || val == "" {
 				return bad("needs a value")
@@ -299,7 +352,7 @@ func dropDefaults(k []string) []string {
 	out := k[:0]
 	for _, s := range k {
 		switch s {
-		case "rw", "dev", "suid", "exec", "atime":
+		case "rw", "dev", "suid", "exec", "atime", "diratime", "nolazytime", "norelatime", "nostrictatime":
 			continue
 		}
 		out = append(out, s)

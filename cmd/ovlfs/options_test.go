@@ -30,7 +30,7 @@ func TestParseArgs(t *testing.T) {
 			args: []string{"-o", "lowerdir=a,upperdir=u,workdir=w,volatile,fsync=0,uidmapping=:0:1000:1:1:100000:65536", "m"},
 			want: func(o *options) {
 				o.Lowers, o.Upper, o.UpperSet, o.Work, o.WorkSet, o.Mountpoint = []string{"a"}, "u", true, "w", true, "m"
-				o.NoFsync = true
+				o.NoFsync, o.Volatile = true, true
 				o.UIDMap = []idMap{{0, 1000, 1}, {1, 100000, 65536}}
 			},
 		},
@@ -83,6 +83,15 @@ func TestParseArgs(t *testing.T) {
 				o.Threaded, o.FastIno, o.NoACL = true, true, true
 				o.RedirectDir, o.Xino = "off", "auto"
 				o.Unknown = []string{"bogus", "foo=bar"}
+			},
+		},
+		{
+			name: "kernel overlay options honoured: userxattr, uuid, off features, atime, remount",
+			args: []string{"-o", "lowerdir=/a,userxattr,uuid=null,metacopy=off,index=off,nfs_export=off,verity=off,relatime,nodiratime,noatime,remount", "m"},
+			want: func(o *options) {
+				o.Lowers, o.Mountpoint = []string{"/a"}, "m"
+				o.UserXattr, o.UUID, o.Remount = true, "null", true
+				o.Kernel = []string{"noatime", "nodiratime"}
 			},
 		},
 		{

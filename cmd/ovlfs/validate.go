@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ovlfs/ovlfs/whiteout"
 )
 
 // resolve makes every path of o absolute and free of symlinks (relative paths
@@ -22,6 +24,14 @@ func (o *options) resolve() error {
 	}
 	if len(o.Lowers) == 0 {
 		return errors.New("no lowerdir given (want -o lowerdir=DIR[:DIR...])")
+	}
+	if o.RedirectDir == "on" || o.RedirectDir == "follow" {
+		if o.UserXattr {
+			return fmt.Errorf("redirect_dir=%s: not with userxattr (the kernel refuses it too; use redirect_dir=off or nofollow)", o.RedirectDir)
+		}
+		if whiteout.DefaultNS() == whiteout.User {
+			return fmt.Errorf("redirect_dir=%s: not without root, where the overlay metadata is in user.overlay.* xattrs (as with the kernel's userxattr); use redirect_dir=off or nofollow", o.RedirectDir)
+		}
 	}
 	if o.UpperSet && !o.WorkSet {
 		return errors.New("upperdir given without workdir")
@@ -78,15 +88,36 @@ func (o *options) resolve() error {
 		if upperSt.Dev != workSt.Dev {
 			return fmt.Errorf("workdir %s and upperdir %s are on different filesystems", o.Work, o.Upper)
 		}
+		// Every write would fail with EACCES or EROFS later: say it now.
+		for _, d := range []struct{ what, path string }{{"upperdir", o.Upper}, {"workdir", o.Work}} {
+			if err := unix.Access(d.path, unix.W_OK|unix.X_OK); err != nil {
+				return fmt.Errorf("%s %s: not writable by this user (%v); mount it read-only without upperdir/workdir, or use a directory you can write", d.what, d.path, err)
+			}
+		}
 	}
 
-	layers := append([]string(nil), o.Lowers...)
-	if o.UpperSet {
-		layers = append(layers, o.Upper, o.Work)
+	if o.Xino == "off" {
+		devs := map[uint64]bool{}
+		for _, l := range append(append([]string(nil), o.Lowers...), o.Upper) {
+			var st unix.Stat_t
+			if l != "" && unix.Stat(l, &st) == nil {
+				devs[st.Dev] = true
+			}
+		}
+		if len(devs) > 1 {
+			return errors.New("xino=off: the layers are on more than one filesystem, where the kernel would show each file's own st_dev; ovlfs has one st_dev and always composes unique inode numbers (as xino=on): drop xino=off")
+		}
 	}
-	for _, l := range layers {
-		if within(mnt, l) {
-			return fmt.Errorf("mount point %s is inside layer %s", mnt, l)
+
+	// A mount point on a lower layer (the layer itself: an overlay "in
+	// place") is fine: the daemon opens every layer before the mount covers
+	// it, as the kernel overlay holds its layers. On the upper or work dir
+	// the mount would hide what it writes to.
+	if o.UpperSet {
+		for _, l := range []string{o.Upper, o.Work} {
+			if within(mnt, l) {
+				return fmt.Errorf("mount point %s is inside %s, which the mount writes to", mnt, l)
+			}
 		}
 	}
 	return nil

@@ -240,6 +240,11 @@ func (n *node) setgidDir() bool {
 }
 
 func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if mode&unix.S_IFMT == unix.S_IFCHR && dev == 0 {
+		// A 0/0 character device is a whiteout on disk: the kernel overlay
+		// refuses to make one, before anything is copied up.
+		return nil, syscall.EPERM
+	}
 	return n.create(ctx, name, mode, func(sfd int, tmp string, umask uint32) error {
 		return unix.Mknodat(sfd, tmp, mode&^(umask&0o777), int(dev))
 	}, out)

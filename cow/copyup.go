@@ -42,15 +42,6 @@ func (s *Scratch) CopyUp(srcDir int, srcName string, dstDir int, dstName string,
 		undo()
 		return &os.PathError{Op: "copyup", Path: srcName, Err: err}
 	}
-	// X(origin) lets a later mount (ovlfs or the kernel) keep the lower inode
-	// number of the copy.
-	if o := Origin(srcDir, srcName); o != nil {
-		if err := unix.Lsetxattr(ProcPath(s.fd, tmp), s.ns.Key(whiteout.Origin), o, 0); err != nil && err != unix.ENOTSUP && err != unix.EPERM {
-			// EPERM: user.* xattrs on a symlink; the origin is optional.
-			undo()
-			return &os.PathError{Op: "copyup origin", Path: srcName, Err: err}
-		}
-	}
 	if err := unix.Renameat(s.fd, tmp, dstDir, dstName); err != nil {
 		undo()
 		return &os.PathError{Op: "copyup rename", Path: dstName, Err: err}
@@ -103,9 +94,21 @@ func (s *Scratch) build(srcDir int, srcName string, st *unix.Stat_t, tmp string,
 // finish gives tmp its xattrs, owner, mode and times, in the order that keeps
 // setuid/setgid bits (chown clears them, so chmod comes after). Where the
 // upper layer keeps owners in the override xattr, tmp gets that instead.
+//
+// Every xattr comes before owner and mode: an ordinary user (rootless
+// through fusermount3) may set user.* xattrs only on a file it may write,
+// and the copy of a 0444 file is writable only until its mode is set.
 func (s *Scratch) finish(srcDir int, srcName, tmp string, shown whiteout.OverrideStat, typ uint32, override string, atime, mtime *unix.Timespec) error {
 	if err := CopyXattrs(ProcPath(srcDir, srcName), ProcPath(s.fd, tmp), s.ns); err != nil {
 		return err
+	}
+	// X(origin) lets a later mount (ovlfs or the kernel) keep the lower inode
+	// number of the copy.
+	if o := Origin(srcDir, srcName); o != nil {
+		if err := unix.Lsetxattr(ProcPath(s.fd, tmp), s.ns.Key(whiteout.Origin), o, 0); err != nil && err != unix.ENOTSUP && err != unix.EPERM {
+			// EPERM: user.* xattrs on a symlink; the origin is optional.
+			return &os.PathError{Op: "copyup origin", Path: srcName, Err: err}
+		}
 	}
 	ts := []unix.Timespec{*atime, *mtime}
 	if override != "" && whiteout.OverrideFits(typ) {

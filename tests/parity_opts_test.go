@@ -7,6 +7,7 @@ package tests
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -377,5 +378,47 @@ func TestAtimeOptions(t *testing.T) {
 				t.Errorf("atime after reads with %q: ovlfs %s; kernel %s", opt, ov, kern)
 			}
 		})
+	}
+}
+
+// TestRootlessCopyUpModes: as an ordinary user through fusermount3, changing
+// a lower file the user owns copies it up whatever its mode, and the change
+// then succeeds or fails as on a plain directory (the kernel overlay in a
+// user namespace gives the plain directory's answer too): chmod, touch and
+// truncate by the owner of a 0444 file work; setfattr user.* needs write
+// permission.
+func TestRootlessCopyUpModes(t *testing.T) {
+	dir, bin := rootlessSetup(t)
+	// Not 0000 or 0200: a daemon with the user's own rights cannot read
+	// such a file to copy it (a README limit; in a user namespace it can).
+	modes := []uint32{0o400, 0o444, 0o500, 0o555, 0o600, 0o644, 0o755}
+	ops := [][2]string{
+		{"chmod", "chmod 406 $f"},
+		{"touch", "touch -d @1000000000 $f"},
+		{"setfattr", "setfattr -n user.x -v 1 $f"},
+		{"write", "echo x >> $f"},
+	}
+	plain := filepath.Join(dir, "plain")
+	mkdirs(t, plain)
+	var script strings.Builder
+	for _, m := range modes {
+		for _, o := range ops {
+			op := o[0]
+			name := fmt.Sprintf("f%04o-%s", m, op)
+			for _, d := range []string{filepath.Join(dir, "l"), plain} {
+				writeFile(t, filepath.Join(d, name), []byte("data\n"), 0o644)
+				chown(t, filepath.Join(d, name), 65534, 65534)
+				chmod(t, filepath.Join(d, name), m)
+			}
+			fmt.Fprintf(&script, "f=$D/%s; if (%s) 2>/dev/null; then echo %s ok; else echo %s fail; fi\n", name, o[1], name, name)
+		}
+	}
+	chown(t, plain, 65534, 65534)
+	asUser(t, dir, bin+" -o lowerdir=l,upperdir=u,workdir=w m")
+	defer asUserErr(dir, "fusermount3 -u m")
+	onPlain := asUser(t, dir, "D="+plain+"\n"+script.String())
+	onOvlfs := asUser(t, dir, "D=m\n"+script.String())
+	if onOvlfs != onPlain {
+		t.Errorf("as an ordinary user, ovlfs:\n%s\na plain directory:\n%s", onOvlfs, onPlain)
 	}
 }

@@ -29,6 +29,9 @@ type fileHandle struct {
 	// cached: the kernel serves this open through FUSE requests (and its page
 	// cache), not through passthrough to the layer file.
 	cached bool
+	// setID: a writable open of a set-ID file; its writes drop the bits
+	// as the kernel's do (see Write).
+	setID bool
 	// lower: fd is a file of a lower layer. pt: the kernel serves this open
 	// by passthrough, from the node's backing file (see PassthroughFd).
 	lower, pt bool
@@ -69,6 +72,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		return nil, 0, errno
 	}
 	h := n.newHandle(fd, flags, !l.upper, pt)
+	h.setID = h.writable && st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0
 	if flags&unix.O_TRUNC != 0 {
 		if errno := n.truncKill(ctx, h, l, &st); errno != 0 {
 			h.Release(ctx)
@@ -119,7 +123,10 @@ func (n *node) openData(fl int, st *unix.Stat_t) (fd int, l *layer, pt bool, err
 		return -1, nil, false, syscall.ENOENT
 	}
 	write := fl&unix.O_ACCMODE != unix.O_RDONLY
-	if !n.root.passthrough.Load() || !l.passthrough || !write && st.Size < ptMinSize {
+	// Writes to a set-ID file come to the daemon, which drops the bits as
+	// the kernel does (the passed-through write would keep them).
+	setID := write && st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0
+	if !n.root.passthrough.Load() || !l.passthrough || !write && st.Size < ptMinSize || setID {
 		return fd, l, false, 0
 	}
 	if l.upper {
@@ -145,8 +152,9 @@ func (n *node) openData(fl int, st *unix.Stat_t) (fd int, l *layer, pt bool, err
 }
 
 // truncKill drops the set-ID bits of a file that open(O_TRUNC) just emptied
-// (h, a file of layer l whose attributes were st) when the caller lacks
-// CAP_FSETID, as the kernel does for a truncate: the set-user-ID bit, and
+// or fallocate changed (h, a file of layer l whose attributes were st) when
+// the caller lacks CAP_FSETID, as the kernel does for a truncate: the
+// set-user-ID bit, and
 // the set-group-ID bit of a group-executable file or of a group the caller
 // is not in. The FUSE kernel module leaves that out where the daemon
 // truncates in OPEN (ATOMIC_O_TRUNC), so ovlfs does it itself.
@@ -296,6 +304,17 @@ func (f *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 
 func (f *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	n, err := unix.Pwrite(f.fd, data, off)
+	if err == nil && f.setID {
+		// The FUSE module drops S_ISUID, and S_ISGID of a group-executable
+		// file, before a write; the kernel also drops S_ISGID where the
+		// writer is outside the file's group.
+		var st unix.Stat_t
+		if unix.Fstat(f.fd, &st) == nil && st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
+			if errno := f.n.truncKill(ctx, f, f.n.root.upper, &st); errno != 0 {
+				return uint32(n), errno
+			}
+		}
+	}
 	return uint32(n), toErrno(err)
 }
 
@@ -343,7 +362,17 @@ func (f *fileHandle) Lseek(ctx context.Context, off uint64, whence uint32) (uint
 }
 
 func (f *fileHandle) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
-	return toErrno(unix.Fallocate(f.fd, mode, int64(off), int64(size)))
+	if err := unix.Fallocate(f.fd, mode, int64(off), int64(size)); err != nil {
+		return toErrno(err)
+	}
+	// The kernel drops set-ID bits after fallocate, hole punching and
+	// zeroing by a writer without CAP_FSETID; the FUSE module leaves it to
+	// the daemon, which itself has the capability.
+	var st unix.Stat_t
+	if err := unix.Fstat(f.fd, &st); err != nil || st.Mode&(unix.S_ISUID|unix.S_ISGID) == 0 {
+		return 0
+	}
+	return f.n.truncKill(ctx, f, f.n.root.upper, &st)
 }
 
 func (n *node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn uint64, out *gofs.Inode, fhOut gofs.FileHandle, offOut uint64, size uint64, flags uint64) (uint32, syscall.Errno) {

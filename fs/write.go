@@ -893,10 +893,31 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	}
 	defer unix.Close(dfd)
 	defer n.xattrsChanged()
+	var err error
 	if name == "" {
-		return toErrno(unix.Fsetxattr(dfd, key, data, int(flags)))
+		err = unix.Fsetxattr(dfd, key, data, int(flags))
+	} else {
+		err = unix.Lsetxattr(cow.ProcPath(dfd, name), key, data, int(flags))
 	}
-	return toErrno(unix.Lsetxattr(cow.ProcPath(dfd, name), key, data, int(flags)))
+	if err != nil || attr != "system.posix_acl_access" {
+		return toErrno(err)
+	}
+	return n.aclKillSGID(ctx)
+}
+
+// aclKillSGID drops S_ISGID after a caller outside the file's group and
+// without CAP_FSETID set its access ACL, as chmod would (the kernel's
+// posix_acl_update_mode); the daemon's own setxattr kept it.
+func (n *node) aclKillSGID(ctx context.Context) syscall.Errno {
+	var a fuse.AttrOut
+	if errno := n.Getattr(ctx, nil, &a); errno != 0 {
+		return errno
+	}
+	if a.Mode&unix.S_ISGID == 0 || callerInGroup(ctx, a.Gid) || callerHasFsetid(ctx) {
+		return 0
+	}
+	in := fuse.SetAttrIn{SetAttrInCommon: fuse.SetAttrInCommon{Valid: fuse.FATTR_MODE, Mode: a.Mode & 0o7777 &^ unix.S_ISGID}}
+	return n.Setattr(ctx, nil, &in, &fuse.AttrOut{})
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {

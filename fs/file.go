@@ -208,6 +208,9 @@ func (n *node) newHandle(fd int, flags uint32, lower, pt bool) *fileHandle {
 	if n.ptOpens > 0 {
 		n.ptOpens++
 		h.pt = true
+		if h.writable {
+			n.ptWriters++
+		}
 	}
 	n.mu.Unlock()
 	if !h.pt && !pt {
@@ -250,6 +253,9 @@ func (f *fileHandle) PassthroughFd() (int, bool) {
 	n.mu.Lock()
 	n.ptOpens++
 	n.ptLower = f.lower
+	if f.writable {
+		n.ptWriters++
+	}
 	n.mu.Unlock()
 	f.pt = true
 	return f.fd, true
@@ -327,6 +333,9 @@ func (f *fileHandle) Release(ctx context.Context) syscall.Errno {
 	if f.pt {
 		f.n.mu.Lock()
 		f.n.ptOpens--
+		if f.writable {
+			f.n.ptWriters--
+		}
 		f.n.mu.Unlock()
 	}
 	return toErrno(unix.Close(f.fd))

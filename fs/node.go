@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -58,6 +59,10 @@ type node struct {
 	// the node's open lock (see rawFS.Open).
 	ptOpens int32
 	ptLower bool
+	// ptWriters counts the writable ones among them: the kernel then
+	// writes the backing file itself (also through shared mappings),
+	// and n's attributes are shown uncached (see attrTimeout).
+	ptWriters int32
 }
 
 var (
@@ -172,7 +177,22 @@ func (n *node) fillAttr(l *layer, st *unix.Stat_t, out *fuse.Attr) {
 	}
 }
 
+// uncached is the attribute timeout that tells rawFS to send 0: go-fuse
+// replaces a zero timeout by the mount's.
+const uncached = time.Nanosecond
+
+// liveAttrs reports whether n's attributes may change without a request
+// (a writable passthrough open), and so must not be cached by the kernel.
+func (n *node) liveAttrs() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.ptWriters > 0
+}
+
 func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if n.liveAttrs() {
+		out.SetTimeout(uncached)
+	}
 	errno := n.stat(&out.Attr)
 	if errno == 0 && out.Attr.Mode&unix.S_IFMT != n.StableAttr().Mode&unix.S_IFMT && !n.IsRoot() {
 		// The path now names another object (renamed over since the

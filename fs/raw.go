@@ -93,7 +93,23 @@ func (r *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 	if in.Valid&fuse.FATTR_SIZE != 0 && r.root.passthrough.Load() {
 		defer r.locks.unlock(in.NodeId, r.locks.lock(in.NodeId))
 	}
-	return r.RawFileSystem.SetAttr(cancel, in, out)
+	st := r.RawFileSystem.SetAttr(cancel, in, out)
+	uncache(out)
+	return st
+}
+
+func (r *rawFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+	st := r.RawFileSystem.GetAttr(cancel, in, out)
+	uncache(out)
+	return st
+}
+
+// uncache turns the marker timeout node.Getattr sets (uncached) into the
+// zero that go-fuse would have replaced by the mount's timeout.
+func uncache(out *fuse.AttrOut) {
+	if out.AttrValid == 0 && out.AttrValidNsec == uint32(uncached) {
+		out.AttrValidNsec = 0
+	}
 }
 
 func (r *rawFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {

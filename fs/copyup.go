@@ -105,6 +105,9 @@ func (n *node) copyUpLocked(dfd int, name string, noData bool) syscall.Errno {
 		}
 		opts.Shown = &whiteout.OverrideStat{Uid: st.Uid, Gid: st.Gid, Mode: st.Mode & 0o7777}
 	}
+	if errno := r.setImpure(dfd); errno != 0 {
+		return errno
+	}
 	if err := r.scratch.CopyUp(sfd, sname, dfd, name, opts); err != nil {
 		return toErrno(err)
 	}
@@ -219,4 +222,20 @@ func (r *Root) renew(id gofs.StableAttr) gofs.StableAttr {
 		}
 		id = v.(gofs.StableAttr)
 	}
+}
+
+// setImpure marks the upper directory dfd X(impure)=y, as the kernel marks a
+// directory before it first holds an entry copied up or moved in with an
+// origin or a redirect: readdir then knows to show such entries' origin
+// inode numbers.
+func (r *Root) setImpure(dfd int) syscall.Errno {
+	key := r.ns.Key(whiteout.Impure)
+	if v, _ := getxattrAt(dfd, "", key); v != nil {
+		return 0
+	}
+	err := unix.Fsetxattr(dfd, key, []byte("y"), 0)
+	if err != nil && err != unix.ENOTSUP {
+		return toErrno(err)
+	}
+	return 0
 }

@@ -140,7 +140,9 @@ func (n *node) place(ctx context.Context, name string, mode uint32, own bool, bu
 	isDir := mode&unix.S_IFMT == unix.S_IFDIR
 	overWh := upperWhiteoutAt(dfd, name)
 	if isDir && (overWh || n.hasLower()) {
-		// A directory made where a lower one may be hidden must not merge it.
+		// A directory made where a lower one may be hidden must not merge
+		// it: the kernel marks it opaque too (checked: also where nothing
+		// is below, as it does not look).
 		if err := unix.Lsetxattr(cow.ProcPath(bdir, tmp), r.ns.Key(whiteout.Opaque), []byte("y"), 0); err != nil {
 			sc.Discard(bdir, tmp)
 			return toErrno(err)
@@ -572,6 +574,9 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 			return syscall.EXDEV
 		}
 	}
+	// An entry copied up (it has an origin) or a redirected directory
+	// makes its new parent impure, as with the kernel.
+	nonPure := src.origin != nil || srcNode.hasLower()
 	if errno := srcNode.copyUp(false); errno != 0 {
 		return errno
 	}
@@ -581,11 +586,28 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	}
 	defer unix.Close(sfd)
 	defer unix.Close(dfd)
+	if nonPure {
+		if errno := n.root.setImpure(dfd); errno != 0 {
+			return errno
+		}
+	}
 	ns := n.root.ns
 	sp := cow.ProcPath(sfd, name)
 	if srcLower {
-		if err := unix.Lsetxattr(sp, ns.Key(whiteout.Redirect), []byte(redirectTo), 0); err != nil {
-			return toErrno(err)
+		// As the kernel: a rename within one directory writes the old name
+		// (relative), a move elsewhere the lower path (absolute); a
+		// redirect already there stays where it still holds.
+		cur, _ := getxattrAt(sfd, name, ns.Key(whiteout.Redirect))
+		switch {
+		case cur != nil && (n == np || cur[0] == '/'):
+		case n == np:
+			if err := unix.Lsetxattr(sp, ns.Key(whiteout.Redirect), []byte(name), 0); err != nil {
+				return toErrno(err)
+			}
+		default:
+			if err := unix.Lsetxattr(sp, ns.Key(whiteout.Redirect), []byte(redirectTo), 0); err != nil {
+				return toErrno(err)
+			}
 		}
 		if err := srcNode.pinLowerPaths(); err != 0 {
 			return err

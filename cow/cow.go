@@ -30,14 +30,10 @@ type Scratch struct {
 	haveWh bool
 }
 
-// OpenScratch opens (making it if needed) workdir/ovlfs, locks it for this
-// process and removes what a crashed daemon left in it.
-func OpenScratch(workdir string, ns whiteout.NS) (*Scratch, error) {
-	wfd, err := unix.Open(workdir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, &os.PathError{Op: "open workdir", Path: workdir, Err: err}
-	}
-	defer unix.Close(wfd)
+// OpenScratch opens (making it if needed) ovlfs in the work dir wfd (named
+// workdir in messages), locks it for this process and removes what a crashed
+// daemon left in it.
+func OpenScratch(wfd int, workdir string, ns whiteout.NS) (*Scratch, error) {
 	if err := unix.Mkdirat(wfd, ScratchName, 0o700); err != nil && err != unix.EEXIST {
 		return nil, &os.PathError{Op: "mkdir", Path: workdir + "/" + ScratchName, Err: err}
 	}

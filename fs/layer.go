@@ -16,9 +16,12 @@ import (
 // lower. Every access to a layer goes through fd with *at calls and openat2, so a
 // symlink inside the layer can never lead the daemon outside it.
 type layer struct {
-	idx   int
-	path  string // for messages only
-	fd    int    // O_RDONLY|O_DIRECTORY on the layer root
+	idx  int
+	path string // for messages only
+	fd   int    // O_RDONLY|O_DIRECTORY on the layer root
+	// mnt is the private clone of the layer's mount that fd lives in (see
+	// privateClone; the upper's holds the work dir too), -1: none.
+	mnt   int
 	upper bool
 	// inoBits is or-ed into the inode numbers of this layer's files so that layers
 	// on different filesystems never hand out the same st_ino.
@@ -217,6 +220,9 @@ func stackedFs(t int64) bool {
 // the reader's flags, not with the daemon's O_NOATIME: opened through this
 // mount, reading it still leaves the lower file's atime alone.
 func (l *layer) noatimeMount() int {
+	if !l.upper && l.mnt >= 0 {
+		return l.mnt // the lower's own clone is noatime already
+	}
 	l.noatimeOnce.Do(func() {
 		fd, err := unix.OpenTree(l.fd, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH)
 		if err != nil {
@@ -238,5 +244,8 @@ func (l *layer) close() {
 	l.noatimeOnce.Do(func() {}) // no clone made after this
 	if l.noatimeFd >= 0 {
 		unix.Close(l.noatimeFd)
+	}
+	if l.mnt >= 0 {
+		unix.Close(l.mnt)
 	}
 }

@@ -79,15 +79,30 @@ func NewRoot(cfg Config) (*Root, error) {
 	}
 	devs := map[uint64]uint64{}
 	fsTypes := map[uint64]int64{} // by device: one statfs a filesystem
+	workFd := -1
+	defer func() {
+		if workFd >= 0 {
+			unix.Close(workFd)
+		}
+	}()
 	for i, p := range paths {
-		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		var fd, mnt int
+		var err error
+		if cfg.Upper != "" && i == 0 {
+			fd, workFd, mnt, err = openUpperWork(p, cfg.Work)
+		} else if fd, mnt, err = openLower(p); err != nil {
+			err = &os.PathError{Op: "open layer", Path: p, Err: err}
+		}
 		if err != nil {
 			r.Close()
-			return nil, &os.PathError{Op: "open layer", Path: p, Err: err}
+			return nil, err
 		}
 		var st unix.Stat_t
 		if err := unix.Fstat(fd, &st); err != nil {
 			unix.Close(fd)
+			if mnt >= 0 {
+				unix.Close(mnt)
+			}
 			r.Close()
 			return nil, &os.PathError{Op: "stat layer", Path: p, Err: err}
 		}
@@ -103,7 +118,7 @@ func NewRoot(cfg Config) (*Root, error) {
 			fsType = sfs.Type
 			fsTypes[st.Dev] = fsType
 		}
-		l := &layer{idx: i, path: p, fd: fd, upper: cfg.Upper != "" && i == 0, inoBits: bits, dev: st.Dev, fsType: fsType,
+		l := &layer{idx: i, path: p, fd: fd, mnt: mnt, upper: cfg.Upper != "" && i == 0, inoBits: bits, dev: st.Dev, fsType: fsType,
 			passthrough: !stackedFs(fsType), noatimeFd: -1}
 		r.layers = append(r.layers, l)
 	}
@@ -118,7 +133,7 @@ func NewRoot(cfg Config) (*Root, error) {
 			r.Close()
 			return nil, err
 		}
-		sc, err := cow.OpenScratch(cfg.Work, r.ns)
+		sc, err := cow.OpenScratch(workFd, cfg.Work, r.ns)
 		if err != nil {
 			r.Close()
 			return nil, err

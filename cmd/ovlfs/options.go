@@ -92,9 +92,11 @@ context=..., debug, uidmapping=A:B:N[:A:B:N...] and gidmapping= (on-disk
 IDs A.. show as B..), squash_to_root, squash_to_uid=N, squash_to_gid=N,
 xattr_permissions=1|2 (owner and mode of upper files kept in the xattr
 security.fuseoverlayfs.override_stat or user.fuseoverlayfs.override_stat).
-Accepted for compatibility: threaded=, writeback=, fast_ino=, noacl,
-redirect_dir=, xino=, rw, dev, suid, exec, atime, user, nofail, _netdev,
-auto, noauto.
+As the kernel overlay: redirect_dir=on|follow|nofollow|off, userxattr,
+uuid=on|auto|null|off, xino=, relatime, nodiratime, remount, and
+metacopy=, index=, nfs_export=, verity= (off only).
+Accepted for compatibility: threaded=, writeback=, fast_ino=, noacl, rw,
+dev, suid, exec, atime, user, nofail, _netdev, auto, noauto.
 `
 
 // parseArgs parses the command line (without the program name).

@@ -295,8 +295,14 @@ func TestCtlImportMount(t *testing.T) {
 	kernView := snapshot(t, kern)
 	ctlCheckTree(t, "kernel mount", kernView)
 	requireSameTree(t, "ovlctl mount --driver fuse vs --driver kernel", fuseView, kernView)
+	var infos []struct {
+		GraphDriver struct{ Data map[string]string }
+	}
+	json.Unmarshal([]byte(ctl(t, root, nil, "inspect", "ctr").out), &infos)
 	var insp map[string]string
-	json.Unmarshal([]byte(ctl(t, root, nil, "inspect", "ctr").out), &insp)
+	if len(infos) == 1 {
+		insp = infos[0].GraphDriver.Data
+	}
 	if insp["MergedDir"] != kern || insp["UpperDir"] != filepath.Join(root, "ctr/diff") || strings.Count(insp["LowerDir"], ":") != 2 {
 		t.Errorf("inspect: %v", insp)
 	}

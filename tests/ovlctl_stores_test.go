@@ -143,12 +143,12 @@ func ctlUserBin(t *testing.T, dir string) string {
 	if _, err := exec.LookPath("setpriv"); err != nil {
 		t.Skip("SKIP: setpriv (util-linux) is missing")
 	}
-	for _, b := range []string{ctlBinary(t), ovlfsBin} {
+	for name, b := range map[string]string{"ovlctl": ctlBinary(t), "ovlfs": ovlfsBin} {
 		data, err := os.ReadFile(b)
 		if err != nil {
 			t.Fatal(err)
 		}
-		writeFile(t, filepath.Join(dir, filepath.Base(b)), data, 0o755)
+		writeFile(t, filepath.Join(dir, name), data, 0o755)
 	}
 	for d := dir; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
 		os.Chmod(d, 0o755)

@@ -34,10 +34,15 @@ var (
 func ctlBinary(t testing.TB) string {
 	t.Helper()
 	ctlOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ovlctl-bin-")
-		if err != nil {
-			ctlErr = err
-			return
+		// Beside the ovlfs binary, in the dir runMain removes at the end.
+		dir := filepath.Dir(ovlfsBin)
+		if os.Getenv("OVLFS_TEST_BIN") != "" {
+			d, err := os.MkdirTemp("", "ovlctl-bin-")
+			if err != nil {
+				ctlErr = err
+				return
+			}
+			dir = d
 		}
 		ctlBin = filepath.Join(dir, "ovlctl")
 		if out, err := exec.Command("go", "build", "-o", ctlBin, "github.com/ovlfs/ovlfs/cmd/ovlctl").CombinedOutput(); err != nil {

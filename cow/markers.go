@@ -6,9 +6,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// sharedWhiteout is the scratch dir's whiteout that new whiteouts are hard
-// links of.
-const sharedWhiteout = "whiteout"
+// SharedWhiteout is the scratch dir's whiteout that new whiteouts are hard
+// links of. It stays between mounts, on purpose.
+const SharedWhiteout = "whiteout"
 
 // NewWhiteout makes a whiteout (char 0/0) at name in dir, where nothing is.
 // Like the kernel overlay's (since Linux 5.8), it is a hard link of one
@@ -18,20 +18,20 @@ const sharedWhiteout = "whiteout"
 func (s *Scratch) NewWhiteout(dir int, name string) error {
 	s.whMu.Lock()
 	if !s.haveWh {
-		err := unix.Mknodat(s.fd, sharedWhiteout, unix.S_IFCHR, 0)
+		err := unix.Mknodat(s.fd, SharedWhiteout, unix.S_IFCHR, 0)
 		s.haveWh = err == nil || err == unix.EEXIST
 	}
 	have := s.haveWh
 	s.whMu.Unlock()
 	if have {
-		err := unix.Linkat(s.fd, sharedWhiteout, dir, name, 0)
+		err := unix.Linkat(s.fd, SharedWhiteout, dir, name, 0)
 		if err == nil || err == unix.EEXIST {
 			return err
 		}
 		if err == unix.EMLINK {
 			// Start another shared whiteout for the next ones.
 			s.whMu.Lock()
-			if unix.Unlinkat(s.fd, sharedWhiteout, 0) == nil {
+			if unix.Unlinkat(s.fd, SharedWhiteout, 0) == nil {
 				s.haveWh = false
 			}
 			s.whMu.Unlock()

@@ -13,6 +13,7 @@ import (
 	"hash"
 	"io"
 	"os"
+	"sort"
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
@@ -57,6 +58,13 @@ type Applied struct {
 	DiffID string
 	// Size is the number of uncompressed bytes.
 	Size int64
+	// Overrides counts the entries whose owner and mode an unprivileged
+	// caller keeps in user.containers.override_stat.
+	Overrides int
+	// Unkept names the entries whose owner could not be kept (symlinks and
+	// fifos of another owner, applied without privilege): they are the
+	// caller's.
+	Unkept []string
 }
 
 // ApplyDiff extracts the OCI/Docker layer tarball r (plain, gzip or zstd) into
@@ -78,8 +86,8 @@ func (s *Store) applyLocked(id string, r io.Reader) (*Applied, error) {
 	if err != nil {
 		return nil, err
 	}
-	if l.Mounted != "" {
-		return nil, fmt.Errorf("layer %s is mounted at %s: umount it first", id, l.Mounted)
+	if l.Mounted {
+		return nil, fmt.Errorf("layer %s is mounted at %s: umount it first", id, l.MountPoint)
 	}
 	if names, err := readNames(s.fd, id+"/"+diffDirName); err != nil {
 		return nil, err
@@ -119,12 +127,19 @@ func (s *Store) applyLocked(id string, r io.Reader) (*Applied, error) {
 	defer zr.Close()
 	h := sha256.New()
 	cr := &countingReader{r: io.TeeReader(zr, h)}
-	x := &extractor{root: tfd, ns: s.NS, rootless: os.Geteuid() != 0}
-	if err := x.extract(tar.NewReader(cr)); err != nil {
-		return nil, err
+	x := &extractor{root: tfd, ns: s.NS, rootless: os.Geteuid() != 0, dirs: map[string]*dirMeta{}, implicit: map[string]bool{".": true}}
+	err = x.extract(tar.NewReader(cr))
+	if err == nil {
+		_, err = io.Copy(io.Discard, cr) // the tar's trailing padding
 	}
-	if _, err := io.Copy(io.Discard, cr); err != nil { // the tar's trailing padding
-		return nil, fmt.Errorf("read layer: %w", err)
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		if x.last == "" {
+			return nil, errors.New("the layer tarball is truncated (it ends before its first entry)")
+		}
+		return nil, fmt.Errorf("the layer tarball is truncated (it ends inside %s)", x.last)
+	}
+	if err != nil {
+		return nil, err
 	}
 	if err := pruneWhiteouts(tfd, lowers, s.NS, nil); err != nil {
 		return nil, err
@@ -138,7 +153,15 @@ func (s *Store) applyLocked(id string, r io.Reader) (*Applied, error) {
 	}
 	done = true
 	unix.Unlinkat(lfd, tmp, unix.AT_REMOVEDIR) // the old, empty diff/
-	return &Applied{DiffID: digestOf(h), Size: cr.n}, nil
+	if len(x.unkept) > 0 && s.Warn != nil {
+		ex := x.unkept
+		if len(ex) > 3 {
+			ex = append(ex[:3:3], "...")
+		}
+		s.Warn(fmt.Sprintf("layer %s: %d entries of another owner keep yours (%s): without privilege only files and directories can keep an owner (in %s), symlinks and fifos cannot",
+			id, len(x.unkept), strings.Join(ex, ", "), whiteout.OverrideStatContainers))
+	}
+	return &Applied{DiffID: digestOf(h), Size: cr.n, Overrides: x.overrides, Unkept: x.unkept}, nil
 }
 
 func digestOf(h hash.Hash) string { return "sha256:" + hex.EncodeToString(h.Sum(nil)) }
@@ -241,11 +264,24 @@ type extractor struct {
 	root     int
 	ns       whiteout.NS
 	rootless bool
-	dirs     []dirMeta // directory times, set last
+	// dirs holds each directory's mode and times (its last entry's), set
+	// last: a directory may be made read-only while files are still to come.
+	dirs map[string]*dirMeta
+	// implicit are the directories made for an entry below them, without an
+	// entry of their own (yet): 0755, as Docker and containers/storage make
+	// them; "." is the root.
+	implicit map[string]bool
+	// overrides counts the entries whose owner or mode is kept in the
+	// override xattr (rootless); unkept lists those whose owner could not be
+	// kept at all (no xattr on symlinks and fifos).
+	overrides int
+	unkept    []string
+	last      string // the name of the entry being read
 }
 
 type dirMeta struct {
 	parts        []string
+	mode         uint32 // the real mode to give it
 	atime, mtime unix.Timespec
 }
 
@@ -265,6 +301,7 @@ func (x *extractor) extract(tr *tar.Reader) error {
 		if err != nil {
 			return fmt.Errorf("read layer: %w", err)
 		}
+		x.last = hdr.Name
 		if err := x.entry(tr, hdr); err != nil {
 			return err
 		}
@@ -403,26 +440,51 @@ func (x *extractor) create(tr *tar.Reader, hdr *tar.Header, dir int, base string
 	return refuse("%q: unsupported tar entry type %q", hdr.Name, hdr.Typeflag)
 }
 
-// meta sets owner, mode, xattrs and times of base in dir from hdr.
+// meta sets owner, mode, xattrs and times of base in dir from hdr. An
+// owner that this (unprivileged) process cannot give is kept, with the mode,
+// in the override xattr containers/storage writes (user.containers.override_stat,
+// which ovlfs shows and diff exports), and the file stays the caller's, with
+// its owner bits set and no set-ID bits.
 func (x *extractor) meta(dir int, base string, parts []string, hdr *tar.Header) error {
 	name := base
 	if name == "." {
 		name = ""
 	}
+	delete(x.implicit, joinParts(parts))
+	mode := uint32(hdr.Mode) & 0o7777
+	typ := tarType(hdr.Typeflag)
+	override := false
 	if err := unix.Fchownat(dir, name, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW|unix.AT_EMPTY_PATH); err != nil {
-		// An unprivileged caller keeps the files as its own: no way around it.
 		if !(x.rootless && (err == unix.EPERM || err == unix.EINVAL)) {
 			return fmt.Errorf("%s: chown: %w", hdr.Name, err)
 		}
+		if whiteout.OverrideFits(typ) {
+			override = true
+		} else {
+			x.unkept = append(x.unkept, hdr.Name)
+		}
 	}
-	if hdr.Typeflag != tar.TypeSymlink {
-		p := cow.ProcPath(dir, name)
-		if err := unix.Chmod(p, uint32(hdr.Mode)&0o7777); err != nil {
+	realMode := mode
+	if override {
+		realMode = cow.BackingPerm(mode, typ)
+	}
+	if hdr.Typeflag != tar.TypeSymlink && hdr.Typeflag != tar.TypeDir {
+		if err := unix.Chmod(cow.ProcPath(dir, name), realMode); err != nil {
 			return fmt.Errorf("%s: chmod: %w", hdr.Name, err)
 		}
 	}
 	if err := x.xattrs(dir, name, hdr); err != nil {
 		return err
+	}
+	if override {
+		v := overrideValue(hdr.Uid, hdr.Gid, mode, typ)
+		if err := setXattrAt(dir, name, whiteout.OverrideStatContainers, v); err != nil {
+			return fmt.Errorf("%s: keep owner %d:%d in %s: %w", hdr.Name, hdr.Uid, hdr.Gid, whiteout.OverrideStatContainers, err)
+		}
+		x.overrides++
+	} else if x.rootless && whiteout.OverrideFits(typ) {
+		// A later entry of the same directory may have been kept in one.
+		removeXattrAt(dir, name, whiteout.OverrideStatContainers)
 	}
 	at := hdr.AccessTime
 	if at.IsZero() {
@@ -430,13 +492,41 @@ func (x *extractor) meta(dir int, base string, parts []string, hdr *tar.Header) 
 	}
 	ts := []unix.Timespec{timespec(at), timespec(hdr.ModTime)}
 	if hdr.Typeflag == tar.TypeDir {
-		x.dirs = append(x.dirs, dirMeta{parts: parts, atime: ts[0], mtime: ts[1]})
+		x.dirs[joinParts(parts)] = &dirMeta{parts: parts, mode: realMode, atime: ts[0], mtime: ts[1]}
 		return nil
 	}
 	if err := unix.UtimesNanoAt(dir, name, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return fmt.Errorf("%s: set times: %w", hdr.Name, err)
 	}
 	return nil
+}
+
+// tarType is the file type bits of a tar entry type.
+func tarType(t byte) uint32 {
+	switch t {
+	case tar.TypeDir:
+		return unix.S_IFDIR
+	case tar.TypeSymlink:
+		return unix.S_IFLNK
+	case tar.TypeChar:
+		return unix.S_IFCHR
+	case tar.TypeBlock:
+		return unix.S_IFBLK
+	case tar.TypeFifo:
+		return unix.S_IFIFO
+	}
+	return unix.S_IFREG
+}
+
+// overrideValue is user.containers.override_stat's value as containers/storage
+// writes it: "UID:GID:MODE:TYPE", MODE four octal digits with the set-ID
+// and sticky bits.
+func overrideValue(uid, gid int, mode, typ uint32) []byte {
+	t := "file"
+	if typ == unix.S_IFDIR {
+		t = "dir"
+	}
+	return []byte(fmt.Sprintf("%d:%d:%04o:%s", uid, gid, mode&0o7777, t))
 }
 
 // xattrs writes the PAX SCHILY.xattr.* records of hdr, escaped so that a
@@ -463,18 +553,54 @@ func (x *extractor) xattrs(dir int, name string, hdr *tar.Header) error {
 	return nil
 }
 
-// finish sets the directory times, once nothing more is written below them.
+// finish gives the directories their modes and times, deepest first, once
+// nothing more is written below them. A layer that keeps owners in
+// overrides gets one on its root, where ovlfs looks for it (fuse-overlayfs and
+// containers/storage do the same), and the directories made without an
+// entry get root's 0755 there too.
 func (x *extractor) finish() error {
-	for i := len(x.dirs) - 1; i >= 0; i-- {
-		d := x.dirs[i]
+	if x.overrides > 0 {
+		for rel := range x.implicit {
+			fd, err := openDir(x.root, rel)
+			if err != nil {
+				continue // replaced by a later entry
+			}
+			err = unix.Fsetxattr(fd, whiteout.OverrideStatContainers, overrideValue(0, 0, 0o755, unix.S_IFDIR), 0)
+			unix.Close(fd)
+			if err != nil {
+				return fmt.Errorf("%s: keep owner in %s: %w", rel, whiteout.OverrideStatContainers, err)
+			}
+		}
+	}
+	if x.implicit["."] {
+		// A layer root without an entry of its own.
+		if err := unix.Fchmod(x.root, 0o755); err != nil {
+			return fmt.Errorf("layer root: chmod: %w", err)
+		}
+	}
+	keys := make([]string, 0, len(x.dirs))
+	for k := range x.dirs {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if a, b := len(x.dirs[keys[i]].parts), len(x.dirs[keys[j]].parts); a != b {
+			return a > b
+		}
+		return keys[i] < keys[j]
+	})
+	for _, k := range keys {
+		d := x.dirs[k]
 		fd, err := openDir(x.root, joinParts(d.parts))
 		if err != nil {
 			continue // replaced by a later entry
 		}
-		err = unix.UtimesNanoAt(unix.AT_FDCWD, cow.ProcPath(fd, ""), []unix.Timespec{d.atime, d.mtime}, 0)
+		err = unix.Fchmod(fd, d.mode)
+		if err == nil {
+			err = unix.UtimesNanoAt(unix.AT_FDCWD, cow.ProcPath(fd, ""), []unix.Timespec{d.atime, d.mtime}, 0)
+		}
 		unix.Close(fd)
 		if err != nil {
-			return fmt.Errorf("%s: set times: %w", joinParts(d.parts), err)
+			return fmt.Errorf("%s: %w", joinParts(d.parts), err)
 		}
 	}
 	return nil
@@ -488,7 +614,7 @@ func (x *extractor) ensureDir(parts []string) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	for _, p := range parts {
+	for i, p := range parts {
 		next, err := unix.Openat(fd, p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err == unix.ENOENT || err == unix.ENOTDIR {
 			st, serr := lstatAt(fd, p)
@@ -506,6 +632,8 @@ func (x *extractor) ensureDir(parts []string) (int, error) {
 				unix.Close(fd)
 				return -1, err
 			}
+			unix.Fchmodat(fd, p, 0o755, 0) // whatever the umask
+			x.implicit[joinParts(parts[:i+1])] = true
 			next, err = unix.Openat(fd, p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		}
 		unix.Close(fd)

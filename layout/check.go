@@ -65,11 +65,15 @@ func (c *checker) fault(layer, path, problem string, fix func() error) {
 // nothing below them, `.wh.` files and fuse-overlayfs xattrs in a kernel-format
 // layer. Layers that are mounted are not touched.
 func (s *Store) Check(repair bool) ([]Fault, error) {
-	unlock, err := s.Lock()
-	if err != nil {
-		return nil, err
+	if repair {
+		// Only a repair writes: a plain check reads, takes no lock and works
+		// on a store it may only read.
+		unlock, err := s.Lock()
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
 	}
-	defer unlock()
 	c := &checker{s: s, repair: repair, lidOf: map[string][]string{}, idOf: map[string]string{}, owner: map[string]string{}}
 	if err := c.links(); err != nil {
 		return nil, err
@@ -227,7 +231,7 @@ func (c *checker) layer(id string) error {
 	if err != nil {
 		return err
 	}
-	if l.Mounted != "" {
+	if l.Mounted {
 		return nil // its upper belongs to a live mount
 	}
 	names, _ := readNames(s.fd, id)
@@ -243,7 +247,7 @@ func (c *checker) layer(id string) error {
 	}
 	for _, scratch := range []string{"work", cow.ScratchName} {
 		rel := id + "/" + workDirName + "/" + scratch
-		if ents := staleScratch(s.fd, rel); len(ents) > 0 {
+		if ents := staleScratch(s.fd, rel, scratch == cow.ScratchName); len(ents) > 0 {
 			c.fault(id, s.path(rel), fmt.Sprintf("stale scratch in the work dir (%s)", strings.Join(ents, ", ")), func() error {
 				fd, err := openDir(s.fd, rel)
 				if err != nil {
@@ -374,10 +378,11 @@ func (c *checker) privateXattrs(id string, dfd int, name, path string) {
 	}
 }
 
-// staleScratch lists what a work dir's scratch rel holds, leaving out the
-// kernel's cached whiteout ("#<hex>", a char 0/0 it keeps between mounts) and
-// the incompat dir (reported on its own).
-func staleScratch(dfd int, rel string) []string {
+// staleScratch lists what a work dir's scratch rel holds, leaving out what
+// is kept there on purpose: the kernel's cached whiteout ("#<hex>", a char
+// 0/0 it keeps between mounts), ovlfs's shared whiteout (in its own scratch,
+// ours) and the incompat dir (reported on its own).
+func staleScratch(dfd int, rel string, ours bool) []string {
 	names, err := readNames(dfd, rel)
 	if err != nil {
 		return nil
@@ -390,7 +395,10 @@ func staleScratch(dfd int, rel string) []string {
 	var out []string
 	for _, n := range names {
 		st, err := lstatAt(fd, n)
-		if err != nil || (strings.HasPrefix(n, "#") && whiteout.IsWhiteoutStat(&st)) || n == "incompat" {
+		if err != nil || n == "incompat" {
+			continue
+		}
+		if whiteout.IsWhiteoutStat(&st) && ((!ours && strings.HasPrefix(n, "#")) || (ours && n == cow.SharedWhiteout)) {
 			continue
 		}
 		out = append(out, n)

@@ -28,6 +28,16 @@ func (s *Store) Diff(id string, w io.Writer) error {
 	}
 	defer unix.Close(fd)
 	e := &exporter{tw: tar.NewWriter(w), ns: s.NS, links: map[[2]uint64]string{}}
+	// A layer that keeps owners and modes in an override xattr has one on
+	// its root (the first name found wins, as ovlfs reads it).
+	if root, err := xattrsAt(fd, ""); err == nil {
+		for _, k := range whiteout.OverrideStatNames {
+			if root[k] != nil {
+				e.override = k
+				break
+			}
+		}
+	}
 	if err := e.dir(fd, "", ""); err != nil {
 		return err
 	}
@@ -35,9 +45,10 @@ func (s *Store) Diff(id string, w io.Writer) error {
 }
 
 type exporter struct {
-	tw    *tar.Writer
-	ns    whiteout.NS
-	links map[[2]uint64]string // (dev, ino) of a multiply linked file -> first name
+	tw       *tar.Writer
+	ns       whiteout.NS
+	override string               // the layer's owner-and-mode override xattr, or ""
+	links    map[[2]uint64]string // (dev, ino) of a multiply linked file -> first name
 }
 
 // dir writes the entry of directory dfd (named name in its parent pfd, path
@@ -180,6 +191,12 @@ func (e *exporter) header(st *unix.Stat_t, name string, typ byte, xs map[string]
 		ModTime:    time.Unix(st.Mtim.Unix()),
 		AccessTime: time.Unix(st.Atim.Unix()),
 		Format:     tar.FormatPAX,
+	}
+	if e.override != "" && xs[e.override] != nil {
+		// The owner and mode the layer means, not those it could hold.
+		if o, err := whiteout.ParseOverrideStat(xs[e.override]); err == nil {
+			hdr.Uid, hdr.Gid, hdr.Mode = int(o.Uid), int(o.Gid), int64(o.Mode&0o7777)
+		}
 	}
 	keys := make([]string, 0, len(xs))
 	for k := range xs {

@@ -13,18 +13,43 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Image is a named chain of layers.
 type Image struct {
-	Name   string   `json:"name"`
-	ID     string   `json:"id"`     // the digest of the image config
-	Layers []string `json:"layers"` // layer ids, bottom to top
-	Top    string   `json:"top"`
+	Name    string    `json:"name"`
+	ID      string    `json:"id"`     // the digest of the image config
+	Layers  []string  `json:"layers"` // layer ids, bottom to top
+	Top     string    `json:"top"`
+	Created time.Time `json:"created,omitzero"` // from the image config
+	// Docker is set for an image of Docker's own database (read, never
+	// written by ovlctl).
+	Docker bool `json:"docker,omitempty"`
 }
 
-// Images lists the images of the store, by name.
+// Images lists the images of the store by name: ovlctl's, and in a Docker
+// store Docker's.
 func (s *Store) Images() ([]Image, error) {
+	imgs, err := s.ownImages()
+	if err != nil {
+		return nil, err
+	}
+	db, err := s.readDocker()
+	if err != nil {
+		return nil, err
+	}
+	if db != nil {
+		imgs = append(imgs, db.images...)
+		sort.SliceStable(imgs, func(i, j int) bool { return imgs[i].Name < imgs[j].Name })
+	}
+	return imgs, nil
+}
+
+// ownImages lists the images ovlctl imported into the store, by name.
+func (s *Store) ownImages() ([]Image, error) {
 	var imgs []Image
 	b, err := s.readFile(imagesFile)
 	if errors.Is(err, os.ErrNotExist) {
@@ -50,7 +75,7 @@ func (s *Store) saveImages(imgs []Image) error {
 
 // imagesUsing names the images whose chain holds layer id.
 func (s *Store) imagesUsing(id string) ([]string, error) {
-	imgs, err := s.Images()
+	imgs, err := s.ownImages()
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +94,7 @@ func (s *Store) imagesUsing(id string) ([]string, error) {
 // forgetLayer drops the images that use layer id and its recorded digest.
 // Preconditions: the store lock is held.
 func (s *Store) forgetLayer(id string) error {
-	imgs, err := s.Images()
+	imgs, err := s.ownImages()
 	if err != nil {
 		return err
 	}
@@ -150,18 +175,28 @@ func (c *seekCounter) Seek(off int64, whence int) (int64, error) {
 	return p, err
 }
 
-func openArchive(name string) (*archive, error) {
-	f, err := os.Open(name)
+// openArchive reads the member list of the archive at file (called name in
+// messages).
+func openArchive(file, name string) (*archive, error) {
+	f, err := os.Open(file)
 	if err != nil {
 		return nil, err
 	}
 	a := &archive{f: f, members: map[string]*tar.Header{}, offsets: map[string]int64{}}
 	c := &seekCounter{f: f}
 	tr := tar.NewReader(c)
+	last := ""
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
 			break
+		}
+		if err == io.ErrUnexpectedEOF {
+			f.Close()
+			if last == "" {
+				return nil, fmt.Errorf("%s: truncated archive (it ends before its first member)", name)
+			}
+			return nil, fmt.Errorf("%s: truncated archive (it ends inside %s)", name, last)
 		}
 		if err != nil {
 			f.Close()
@@ -170,6 +205,7 @@ func openArchive(name string) (*archive, error) {
 		n := path.Clean(strings.TrimPrefix(hdr.Name, "./"))
 		a.members[n] = hdr
 		a.offsets[n] = c.pos
+		last = hdr.Name
 	}
 	return a, nil
 }
@@ -213,12 +249,23 @@ type imageSpec struct {
 	id      string
 	layers  []string // members, bottom first
 	diffIDs []string
+	created time.Time
 }
 
 type imageConfig struct {
-	RootFS struct {
+	Created string `json:"created"` // RFC 3339; read leniently (see created)
+	RootFS  struct {
 		DiffIDs []string `json:"diff_ids"`
 	} `json:"rootfs"`
+}
+
+// created parses an image config's creation time (zero when it has none).
+func created(s string) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
 }
 
 // dockerImages reads manifest.json of a docker save / podman save archive.
@@ -240,7 +287,7 @@ func (a *archive) dockerImages() ([]imageSpec, error) {
 		r, _ := a.open(m.Config)
 		h := sha256.New()
 		io.Copy(h, r)
-		spec := imageSpec{id: digestOf(h), layers: m.Layers, diffIDs: cfg.RootFS.DiffIDs}
+		spec := imageSpec{id: digestOf(h), layers: m.Layers, diffIDs: cfg.RootFS.DiffIDs, created: created(cfg.Created)}
 		if len(m.RepoTags) > 0 {
 			spec.name = m.RepoTags[0]
 		}
@@ -323,7 +370,7 @@ func (a *archive) ociImages() ([]imageSpec, error) {
 		if err := a.readJSON(cb, &cfg); err != nil {
 			return nil, err
 		}
-		spec := imageSpec{name: name, id: man.Config.Digest, diffIDs: cfg.RootFS.DiffIDs}
+		spec := imageSpec{name: name, id: man.Config.Digest, diffIDs: cfg.RootFS.DiffIDs, created: created(cfg.Created)}
 		for _, l := range man.Layers {
 			lb, err := blobName(l.Digest)
 			if err != nil {
@@ -355,7 +402,16 @@ func chainIDs(diffIDs []string) []string {
 // its chain id, so layers already in the store (same diff digest on the same
 // parents) are reused. name, when set, names the (single) image.
 func (s *Store) Import(file, name string, progress func(layer string, r io.Reader) io.Reader) ([]Image, error) {
-	a, err := openArchive(file)
+	return s.importFrom(file, file, name, progress)
+}
+
+func (s *Store) importFrom(path, file, name string, progress func(layer string, r io.Reader) io.Reader) ([]Image, error) {
+	if name != "" {
+		if err := CheckName(name); err != nil {
+			return nil, err
+		}
+	}
+	a, err := openArchive(path, file)
 	if err != nil {
 		return nil, err
 	}
@@ -410,7 +466,7 @@ func (s *Store) importImage(a *archive, spec imageSpec, progress func(string, io
 	if err != nil {
 		return Image{}, err
 	}
-	im := Image{Name: spec.name, ID: spec.id}
+	im := Image{Name: spec.name, ID: spec.id, Created: spec.created}
 	parent := ""
 	for i, member := range spec.layers {
 		_, hexd, _ := strings.Cut(chain[i], ":")
@@ -440,7 +496,7 @@ func (s *Store) importImage(a *archive, spec imageSpec, progress func(string, io
 		}
 		ap, err := s.applyLocked(id, r)
 		if err == nil && ap.DiffID != spec.diffIDs[i] {
-			err = fmt.Errorf("layer %s: digest %s, but the image config says %s", member, ap.DiffID, spec.diffIDs[i])
+			err = fmt.Errorf("digest %s, but the image config says %s", ap.DiffID, spec.diffIDs[i])
 		}
 		if err != nil {
 			s.removeLocked(id, false)
@@ -454,10 +510,9 @@ func (s *Store) importImage(a *archive, spec imageSpec, progress func(string, io
 	}
 	im.Top = parent
 	if im.Name == "" {
-		_, h, _ := strings.Cut(im.ID, ":")
-		im.Name = h[:min(12, len(h))]
+		im.Name = shortID(im.ID)
 	}
-	imgs, err := s.Images()
+	imgs, err := s.ownImages()
 	if err != nil {
 		return Image{}, err
 	}
@@ -468,6 +523,34 @@ func (s *Store) importImage(a *archive, spec imageSpec, progress func(string, io
 		}
 	}
 	return im, s.saveImages(append(keep, im))
+}
+
+// ImportStream imports an archive read from r (a pipe: the archive is read
+// in any order, so it is kept in the store's own dir until imported).
+func (s *Store) ImportStream(r io.Reader, name string, progress func(layer string, r io.Reader) io.Reader) ([]Image, error) {
+	if name != "" {
+		if err := CheckName(name); err != nil {
+			return nil, err
+		}
+	}
+	if f, ok := r.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+			return s.importFrom(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), "stdin", name, progress)
+		}
+	}
+	fd, err := openBeneath(s.fd, metaDir, unix.O_RDWR|unix.O_TMPFILE, 0o600)
+	if err != nil {
+		return nil, &os.PathError{Op: "create spool file", Path: s.path(metaDir), Err: err}
+	}
+	f := os.NewFile(uintptr(fd), "stdin")
+	defer f.Close()
+	if progress != nil {
+		r = progress("read archive", r)
+	}
+	if _, err := io.Copy(f, r); err != nil {
+		return nil, fmt.Errorf("read the archive from stdin: %w", err)
+	}
+	return s.importFrom(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), "stdin", name, progress)
 }
 
 // RecordDiffID remembers the digest a layer was applied from (for reuse by

@@ -135,8 +135,8 @@ func (s *Store) Get(id string, o MountOptions) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if l.Mounted != "" {
-		return "", fmt.Errorf("layer %s is already mounted at %s", id, l.Mounted)
+	if l.Mounted {
+		return "", fmt.Errorf("layer %s is already mounted at %s", id, l.MountPoint)
 	}
 	if l.Committed && !o.RO {
 		return "", fmt.Errorf("layer %s has children (committed): mount it --ro, or create a layer on top", id)

@@ -71,6 +71,11 @@ type Store struct {
 	// OvlfsBin is the ovlfs program for FUSE mounts ("" finds it).
 	OvlfsBin string
 	fd       int
+	// Warn, when set, is told what an operation did not keep exactly (one
+	// line each).
+	Warn func(msg string)
+	// readOnly: opened by OpenReadOnly; nothing may be written.
+	readOnly bool
 }
 
 // Layer describes one layer of the store.
@@ -80,7 +85,14 @@ type Layer struct {
 	Link      string   `json:"link"`
 	Lower     []string `json:"lower,omitempty"` // LIDs, nearest first
 	Committed bool     `json:"committed"`
-	Mounted   string   `json:"mounted,omitempty"`
+	Mounted   bool     `json:"mounted"`
+	// MountPoint is where the layer is mounted ("" when it is not).
+	MountPoint string `json:"mount_point,omitempty"`
+	// Images and Containers name what uses the layer (filled by
+	// LayersWithUsers): the images whose chain holds it, and the containers
+	// whose own (or init) layer it is.
+	Images     []string `json:"images,omitempty"`
+	Containers []string `json:"containers,omitempty"`
 }
 
 // Depth is the number of layers in the stack of l, itself included.
@@ -102,7 +114,25 @@ func DefaultRoot() string {
 	return filepath.Join(home, ".local", "share", "ovlfs")
 }
 
-// Open opens (making it if needed) the store at root.
+// OpenReadOnly opens the store at root for reading: it makes nothing, takes
+// no lock and writes nothing, so it works on a store the caller may only read
+// (and on Docker's own, which it leaves exactly as it was).
+func OpenReadOnly(root string) (*Store, error) {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, err
+	}
+	fd, err := unix.Open(abs, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err == unix.ENOENT {
+		return nil, fmt.Errorf("no store at %s (ovlctl create or import makes one)", abs)
+	}
+	if err != nil {
+		return nil, &os.PathError{Op: "open store", Path: abs, Err: err}
+	}
+	return &Store{Root: abs, NS: whiteout.DefaultNS(), fd: fd, readOnly: true}, nil
+}
+
+// Open opens (making it if needed) the store at root, for changing it.
 func Open(root string) (*Store, error) {
 	abs, err := filepath.Abs(root)
 	if err != nil {
@@ -133,7 +163,12 @@ func (s *Store) path(rel ...string) string {
 }
 
 // Lock takes the store's exclusive lock; the returned func releases it.
+// Only what changes the store takes it: readers see each file whole (every
+// file is replaced by a rename) and never wait.
 func (s *Store) Lock() (func(), error) {
+	if s.readOnly {
+		return nil, errors.New("the store was opened read-only")
+	}
 	fd, err := unix.Openat(s.fd, lockFile, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, &os.PathError{Op: "open lock", Path: s.path(lockFile), Err: err}
@@ -203,10 +238,23 @@ func (s *Store) Layer(id string) (*Layer, error) {
 	}
 	var st unix.Stat_t
 	l.Committed = unix.Fstatat(s.fd, id+"/"+committedFile, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
-	if m, ok := s.mountRecord(id); ok && IsMountPoint(m.Path) {
-		l.Mounted = m.Path
+	mps := MountPoints()
+	if m, ok := s.mountRecord(id); ok && contains(mps, m.Path) {
+		l.MountPoint = m.Path
+	} else if p := s.path(id, mergedDirName); contains(mps, p) {
+		l.MountPoint = p // mounted by another tool (Docker) at the default place
 	}
+	l.Mounted = l.MountPoint != ""
 	return l, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, e := range list {
+		if e == s {
+			return true
+		}
+	}
+	return false
 }
 
 // parseLower splits a lower file into its LIDs.
@@ -353,6 +401,7 @@ func (s *Store) fill(id string, lower []string) (string, error) {
 	if err := unix.Mkdirat(s.fd, id+"/"+diffDirName, 0o755); err != nil {
 		return "", &os.PathError{Op: "mkdir", Path: s.path(id, diffDirName), Err: err}
 	}
+	unix.Fchmodat(s.fd, id+"/"+diffDirName, 0o755, 0) // whatever the umask
 	var lid string
 	for i := 0; ; i++ {
 		lid = newLID()
@@ -410,9 +459,9 @@ func (s *Store) removeLocked(id string, force bool) error {
 	if len(imgs) > 0 && !force {
 		return fmt.Errorf("layer %s belongs to image %s (rm --force drops the image too)", id, strings.Join(imgs, ", "))
 	}
-	if l.Mounted != "" {
+	if l.Mounted {
 		if !force {
-			return fmt.Errorf("layer %s is mounted at %s (ovlctl umount %s, or rm --force)", id, l.Mounted, id)
+			return fmt.Errorf("layer %s is mounted at %s (ovlctl umount %s, or rm --force)", id, l.MountPoint, id)
 		}
 		if err := s.putLocked(id); err != nil {
 			return err
@@ -466,28 +515,63 @@ type Paths struct {
 	WorkDir   string `json:"WorkDir"`
 }
 
-// Inspect returns the paths of layer id, the lowers as their diff dirs.
-func (s *Store) Inspect(id string) (*Paths, error) {
-	l, err := s.Layer(id)
+// GraphDriver is `docker inspect`'s and `podman inspect`'s GraphDriver.
+type GraphDriver struct {
+	Name string `json:"Name"`
+	Data Paths  `json:"Data"`
+}
+
+// LayerInfo is what inspect shows of a layer, in docker's and podman's shape.
+type LayerInfo struct {
+	ID          string      `json:"Id"`
+	Parent      string      `json:"Parent,omitempty"`
+	Link        string      `json:"Link"`
+	Depth       int         `json:"Depth"`
+	Committed   bool        `json:"Committed"`
+	Mounted     bool        `json:"Mounted"`
+	Images      []string    `json:"Images,omitempty"`
+	Containers  []string    `json:"Containers,omitempty"`
+	GraphDriver GraphDriver `json:"GraphDriver"`
+}
+
+// Inspect describes the layers ids, the lowers as their diff dirs.
+func (s *Store) Inspect(ids ...string) ([]LayerInfo, error) {
+	ls, err := s.LayersWithUsers()
 	if err != nil {
 		return nil, err
 	}
-	p := &Paths{
-		MergedDir: s.path(id, mergedDirName),
-		UpperDir:  s.path(id, diffDirName),
-		WorkDir:   s.path(id, workDirName),
+	byID := map[string]*Layer{}
+	for _, l := range ls {
+		byID[l.ID] = l
 	}
-	var lowers []string
-	for _, lid := range l.Lower {
-		if pid := s.idOfLID(lid); pid != "" {
-			lowers = append(lowers, s.path(pid, diffDirName))
-		} else {
-			lowers = append(lowers, s.path(linkDir, lid))
+	out := []LayerInfo{}
+	for _, id := range ids {
+		l := byID[id]
+		if l == nil {
+			if _, err := s.Layer(id); err != nil {
+				return nil, err
+			}
+			return nil, fmt.Errorf("layer %s: %w", id, ErrNotExist)
 		}
+		p := Paths{
+			MergedDir: s.path(id, mergedDirName),
+			UpperDir:  s.path(id, diffDirName),
+			WorkDir:   s.path(id, workDirName),
+		}
+		var lowers []string
+		for _, lid := range l.Lower {
+			if pid := s.idOfLID(lid); pid != "" {
+				lowers = append(lowers, s.path(pid, diffDirName))
+			} else {
+				lowers = append(lowers, s.path(linkDir, lid))
+			}
+		}
+		p.LowerDir = strings.Join(lowers, ":")
+		if l.Mounted {
+			p.MergedDir = l.MountPoint
+		}
+		out = append(out, LayerInfo{ID: l.ID, Parent: l.Parent, Link: l.Link, Depth: l.Depth(), Committed: l.Committed,
+			Mounted: l.Mounted, Images: l.Images, Containers: l.Containers, GraphDriver: GraphDriver{Name: "overlay", Data: p}})
 	}
-	p.LowerDir = strings.Join(lowers, ":")
-	if l.Mounted != "" {
-		p.MergedDir = l.Mounted
-	}
-	return p, nil
+	return out, nil
 }

@@ -34,10 +34,15 @@ var (
 func ctlBinary(t testing.TB) string {
 	t.Helper()
 	ctlOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ovlctl-bin-")
-		if err != nil {
-			ctlErr = err
-			return
+		// Beside the ovlfs binary, in the dir runMain removes at the end.
+		dir := filepath.Dir(ovlfsBin)
+		if os.Getenv("OVLFS_TEST_BIN") != "" {
+			d, err := os.MkdirTemp("", "ovlctl-bin-")
+			if err != nil {
+				ctlErr = err
+				return
+			}
+			dir = d
 		}
 		ctlBin = filepath.Join(dir, "ovlctl")
 		if out, err := exec.Command("go", "build", "-o", ctlBin, "github.com/ovlfs/ovlfs/cmd/ovlctl").CombinedOutput(); err != nil {
@@ -295,8 +300,14 @@ func TestCtlImportMount(t *testing.T) {
 	kernView := snapshot(t, kern)
 	ctlCheckTree(t, "kernel mount", kernView)
 	requireSameTree(t, "ovlctl mount --driver fuse vs --driver kernel", fuseView, kernView)
+	var infos []struct {
+		GraphDriver struct{ Data map[string]string }
+	}
+	json.Unmarshal([]byte(ctl(t, root, nil, "inspect", "ctr").out), &infos)
 	var insp map[string]string
-	json.Unmarshal([]byte(ctl(t, root, nil, "inspect", "ctr").out), &insp)
+	if len(infos) == 1 {
+		insp = infos[0].GraphDriver.Data
+	}
 	if insp["MergedDir"] != kern || insp["UpperDir"] != filepath.Join(root, "ctr/diff") || strings.Count(insp["LowerDir"], ":") != 2 {
 		t.Errorf("inspect: %v", insp)
 	}

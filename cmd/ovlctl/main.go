@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -20,31 +21,70 @@ import (
 
 var version = "dev"
 
-const usage = `usage: ovlctl [--root DIR] COMMAND [ARGS]
+// A command: its arguments, what it does, its flags, and whether it only
+// reads the store.
+type cmdSpec struct {
+	name, args, what string
+	min, max         int
+	flags            []string
+	run              func(*command) error
+	// reads: opens the store read-only (makes nothing, takes no lock).
+	reads bool
+}
+
+// LAYER is a layer id, a unique prefix of one, an image name or id (its top
+// layer), or a Docker container id (its own layer).
+var commands = []cmdSpec{
+	{name: "create", args: "[--parent LAYER] [ID]", what: "make a layer (a random id without ID) and print its id", max: 1, flags: []string{"parent"}, run: cmdCreate},
+	{name: "apply", args: "LAYER [FILE|-]", what: "extract a layer tarball (tar, gzip, zstd, bzip2) into an empty layer", min: 1, max: 2, run: cmdApply},
+	{name: "diff", args: "LAYER [FILE|-]", what: "write the layer's changes as an OCI layer tarball", min: 1, max: 2, run: cmdDiff, reads: true},
+	{name: "import", args: "[--name NAME] FILE|-", what: "import a docker/podman save or OCI layout archive", min: 1, max: 1, flags: []string{"name"}, run: cmdImport},
+	{name: "images", args: "[--json] [--no-trunc]", what: "list images", flags: []string{"json", "no-trunc"}, run: cmdImages, reads: true},
+	{name: "rmi", args: "IMAGE", what: "remove an image and the layers nothing else uses", min: 1, max: 1, run: cmdRmi},
+	{name: "mount", args: "[--driver auto|kernel|fuse] [--ro] LAYER [PATH]", what: "mount a layer; print the mount point", min: 1, max: 2, flags: []string{"driver", "ro"}, run: cmdMount},
+	{name: "umount", args: "LAYER", what: "unmount a layer", min: 1, max: 1, run: cmdUmount},
+	{name: "rm", args: "[--force] LAYER", what: "remove a layer (--force unmounts it and drops its image)", min: 1, max: 1, flags: []string{"force"}, run: cmdRm},
+	{name: "prune", args: "", what: "remove the layers no image, container or mount uses", run: cmdPrune},
+	{name: "ls", args: "[--json] [--no-trunc]", what: "list layers and what uses them", flags: []string{"json", "no-trunc"}, run: cmdLs, reads: true},
+	{name: "inspect", args: "LAYER...", what: "describe layers as JSON (GraphDriver.Data: LowerDir, UpperDir, WorkDir, MergedDir)", min: 1, max: -1, run: cmdInspect, reads: true},
+	{name: "df", args: "[--json] [--no-trunc]", what: "disk use of images, containers and layers", flags: []string{"json", "no-trunc"}, run: cmdDf, reads: true},
+	{name: "init", args: "[--parent LAYER] ID", what: "make a container's layers: ID-init (init files) and ID on it", min: 1, max: 1, flags: []string{"parent"}, run: cmdInit},
+	{name: "check", args: "[--repair] [--json]", what: "find (and with --repair fix) what breaks mounts", flags: []string{"repair", "json"}, run: cmdCheck, reads: true},
+}
+
+const usageHead = `usage: ovlctl [--root DIR] COMMAND [ARGS]
 
 commands:
-  create [--parent ID] [ID]        make a layer; prints its id
-  apply ID [FILE|-]                extract a layer tarball (tar, gzip, zstd) into an empty layer
-  diff ID [FILE|-]                 write the layer's changes as an OCI layer tarball
-  import IMAGE.tar [--name NAME]   import a docker/podman save or OCI layout archive
-  images [--json]                  list imported images
-  mount ID [--driver auto|kernel|fuse] [--ro] [PATH]
-                                   mount a layer; prints the mount point last
-  umount ID                        unmount a layer
-  rm ID [--force]                  remove a layer (--force unmounts it, drops its image)
-  ls [--json]                      list layers
-  inspect ID                       LowerDir/UpperDir/WorkDir/MergedDir as JSON
-  df [--json]                      disk use: shared, unique, reclaimable
-  init ID [--parent ID]            make ID-init (container init files) and ID on it
-  check [--repair] [--json]        find (and fix) what breaks mounts
-
---root defaults to /var/lib/ovlfs for root, $XDG_DATA_HOME/ovlfs otherwise.
 `
+
+const usageTail = `
+LAYER is a layer id or a unique prefix of one, an image name or id (its top
+layer), or a Docker container id (its layer). --root defaults to /var/lib/ovlfs
+for root, $XDG_DATA_HOME/ovlfs otherwise. ovlctl COMMAND --help shows a
+command's flags. ls, images, df, inspect, diff and check (without --repair)
+never write to the store.
+`
+
+func usage() string {
+	var b strings.Builder
+	b.WriteString(usageHead)
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	for _, c := range commands {
+		fmt.Fprintf(tw, "  %s %s\t%s\n", c.name, c.args, c.what)
+	}
+	tw.Flush()
+	b.WriteString(usageTail)
+	return b.String()
+}
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
-		msg := strings.ReplaceAll(err.Error(), "\n", "; ")
-		fmt.Fprintln(os.Stderr, "ovlctl: "+msg)
+		if msg := err.Error(); msg != "" {
+			fmt.Fprintln(os.Stderr, "ovlctl: "+strings.ReplaceAll(msg, "\n", "; "))
+		}
+		if e, ok := err.(errExit); ok {
+			os.Exit(int(e))
+		}
 		os.Exit(1)
 	}
 }
@@ -60,85 +100,82 @@ func run(args []string) error {
 	for len(args) > 0 && strings.HasPrefix(args[0], "-") {
 		switch a := args[0]; {
 		case a == "-h" || a == "--help":
-			fmt.Print(usage)
+			fmt.Print(usage())
 			return nil
 		case a == "--version":
 			fmt.Println("ovlctl", version)
 			return nil
-		case a == "--root" && len(args) > 1:
+		case a == "--root":
+			if len(args) < 2 || args[1] == "" || strings.HasPrefix(args[1], "-") {
+				return errors.New("--root needs a directory (--root DIR)")
+			}
 			root, args = args[1], args[2:]
 		case strings.HasPrefix(a, "--root="):
 			root, args = strings.TrimPrefix(a, "--root="), args[1:]
+			if root == "" {
+				return errors.New("--root needs a directory (--root=DIR)")
+			}
 		default:
 			return fmt.Errorf("unknown flag %s (ovlctl --help)", a)
 		}
 	}
 	if len(args) == 0 {
-		fmt.Fprint(os.Stderr, usage)
+		fmt.Fprint(os.Stderr, usage())
 		return errors.New("no command")
 	}
-	cmd, args := args[0], args[1:]
-	fs := pflag.NewFlagSet(cmd, pflag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.StringVar(&root, "root", root, "store directory")
-	c := &command{fs: fs}
-	switch cmd {
-	case "create":
-		return c.run(args, 0, 1, cmdCreate, "parent")
-	case "apply":
-		return c.run(args, 1, 2, cmdApply)
-	case "diff":
-		return c.run(args, 1, 2, cmdDiff)
-	case "import":
-		return c.run(args, 1, 1, cmdImport, "name")
-	case "images":
-		return c.run(args, 0, 0, cmdImages, "json")
-	case "mount":
-		return c.run(args, 1, 2, cmdMount, "driver", "ro")
-	case "umount", "unmount":
-		return c.run(args, 1, 1, cmdUmount)
-	case "rm":
-		return c.run(args, 1, 1, cmdRm, "force")
-	case "ls":
-		return c.run(args, 0, 0, cmdLs, "json")
-	case "inspect":
-		return c.run(args, 1, 1, cmdInspect)
-	case "df":
-		return c.run(args, 0, 0, cmdDf, "json")
-	case "init":
-		return c.run(args, 1, 1, cmdInit, "parent")
-	case "check":
-		return c.run(args, 0, 0, cmdCheck, "repair", "json")
+	name, args := args[0], args[1:]
+	switch name {
 	case "help":
-		fmt.Print(usage)
-		return nil
+		if len(args) == 0 {
+			fmt.Print(usage())
+			return nil
+		}
+		name, args = args[0], []string{"--help"}
+	case "unmount":
+		name = "umount"
 	}
-	return fmt.Errorf("unknown command %q (ovlctl --help)", cmd)
+	for _, spec := range commands {
+		if spec.name == name {
+			fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			fs.StringVar(&root, "root", root, "the store directory")
+			c := &command{fs: fs, spec: spec}
+			return c.run(args)
+		}
+	}
+	return fmt.Errorf("unknown command %q (ovlctl --help)", name)
 }
 
 // command is one parsed command line.
 type command struct {
-	fs     *pflag.FlagSet
-	args   []string
-	store  *layout.Store
-	parent string
-	name   string
-	driver string
-	json   bool
-	ro     bool
-	force  bool
-	repair bool
+	fs      *pflag.FlagSet
+	spec    cmdSpec
+	args    []string
+	store   *layout.Store
+	parent  string
+	name    string
+	driver  string
+	json    bool
+	ro      bool
+	force   bool
+	repair  bool
+	noTrunc bool
 }
 
-// run parses the command's flags (only those named), checks the number of
-// arguments, opens the store and runs fn.
-func (c *command) run(args []string, minArgs, maxArgs int, fn func(*command) error, flags ...string) error {
-	for _, f := range flags {
+// help is the command's own help.
+func (c *command) help() string {
+	return fmt.Sprintf("usage: ovlctl [--root DIR] %s %s\n\n%s.\n\nflags:\n%s", c.spec.name, c.spec.args, c.spec.what, c.fs.FlagUsages())
+}
+
+// run parses the command's flags, checks the number of arguments, opens the
+// store (read-only for a command that only reads) and runs the command.
+func (c *command) run(args []string) error {
+	for _, f := range c.spec.flags {
 		switch f {
 		case "parent":
-			c.fs.StringVar(&c.parent, "parent", "", "parent layer")
+			c.fs.StringVar(&c.parent, "parent", "", "the layer (or image) to make it on")
 		case "name":
-			c.fs.StringVar(&c.name, "name", "", "image name")
+			c.fs.StringVar(&c.name, "name", "", "the image's name (a docker reference, e.g. app:1.0)")
 		case "driver":
 			c.fs.StringVar(&c.driver, "driver", layout.DriverAuto, "auto, kernel or fuse")
 		case "json":
@@ -146,29 +183,61 @@ func (c *command) run(args []string, minArgs, maxArgs int, fn func(*command) err
 		case "ro":
 			c.fs.BoolVar(&c.ro, "ro", false, "read-only")
 		case "force":
-			c.fs.BoolVar(&c.force, "force", false, "unmount first")
+			c.fs.BoolVar(&c.force, "force", false, "unmount first, drop the image that holds it")
 		case "repair":
 			c.fs.BoolVar(&c.repair, "repair", false, "fix what is found")
+		case "no-trunc":
+			c.fs.BoolVar(&c.noTrunc, "no-trunc", false, "whole ids")
 		}
 	}
+	c.fs.BoolP("help", "h", false, "this help")
 	if err := c.fs.Parse(args); err != nil {
-		return fmt.Errorf("%s: %v", c.fs.Name(), err)
+		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Print(c.help())
+			return nil
+		}
+		return fmt.Errorf("%s: %v (ovlctl %s --help)", c.spec.name, err, c.spec.name)
+	}
+	if h, _ := c.fs.GetBool("help"); h {
+		fmt.Print(c.help())
+		return nil
 	}
 	c.args = c.fs.Args()
-	if len(c.args) < minArgs || len(c.args) > maxArgs {
-		return fmt.Errorf("%s: wrong number of arguments (ovlctl --help)", c.fs.Name())
+	if len(c.args) < c.spec.min || (c.spec.max >= 0 && len(c.args) > c.spec.max) {
+		return fmt.Errorf("%s: wrong number of arguments (usage: ovlctl %s %s)", c.spec.name, c.spec.name, c.spec.args)
 	}
 	root, _ := c.fs.GetString("root")
 	if root == "" {
+		if c.fs.Changed("root") {
+			return errors.New("--root needs a directory (--root DIR)")
+		}
 		root = layout.DefaultRoot()
 	}
-	s, err := layout.Open(root)
+	open := layout.Open
+	if c.spec.reads && !c.repair {
+		open = layout.OpenReadOnly
+	}
+	s, err := open(root)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
+	s.Warn = func(msg string) { fmt.Fprintln(os.Stderr, "ovlctl: warning: "+msg) }
 	c.store = s
-	return fn(c)
+	return c.spec.run(c)
+}
+
+// layer resolves what the user gave where a layer is meant.
+func (c *command) layer(ref string) (string, error) {
+	return c.store.Resolve(ref)
+}
+
+// id shows a layer or image id, 12 characters unless --no-trunc.
+func (c *command) id(id string) string {
+	if c.noTrunc {
+		return id
+	}
+	return short(id)
 }
 
 func printJSON(v any) error {
@@ -178,11 +247,18 @@ func printJSON(v any) error {
 }
 
 func cmdCreate(c *command) error {
-	id := ""
+	id, parent := "", ""
 	if len(c.args) > 0 {
 		id = c.args[0]
 	}
-	id, err := c.store.Create(id, c.parent)
+	if c.parent != "" {
+		p, err := c.layer(c.parent)
+		if err != nil {
+			return fmt.Errorf("parent: %w", err)
+		}
+		parent = p
+	}
+	id, err := c.store.Create(id, parent)
 	if err != nil {
 		return err
 	}
@@ -191,18 +267,22 @@ func cmdCreate(c *command) error {
 }
 
 func cmdApply(c *command) error {
+	id, err := c.layer(c.args[0])
+	if err != nil {
+		return err
+	}
 	in, size, closeIn, err := openInput(c.args)
 	if err != nil {
 		return err
 	}
 	defer closeIn()
-	r := withProgress("apply "+c.args[0], in, size)
-	ap, err := c.store.ApplyDiff(c.args[0], r)
+	r := withProgress("apply "+short(id), in, size)
+	ap, err := c.store.ApplyDiff(id, r)
 	doneProgress(r)
 	if err != nil {
 		return err
 	}
-	if err := c.store.RecordDiffID(c.args[0], ap.DiffID); err != nil {
+	if err := c.store.RecordDiffID(id, ap.DiffID); err != nil {
 		return err
 	}
 	fmt.Println(ap.DiffID)
@@ -212,7 +292,11 @@ func cmdApply(c *command) error {
 // openInput opens FILE, or stdin for "-" or no file.
 func openInput(args []string) (io.Reader, int64, func(), error) {
 	if len(args) < 2 || args[1] == "-" {
-		return os.Stdin, -1, func() {}, nil
+		size := int64(-1)
+		if fi, err := os.Stdin.Stat(); err == nil && fi.Mode().IsRegular() {
+			size = fi.Size()
+		}
+		return os.Stdin, size, func() {}, nil
 	}
 	f, err := os.Open(args[1])
 	if err != nil {
@@ -226,11 +310,18 @@ func openInput(args []string) (io.Reader, int64, func(), error) {
 }
 
 func cmdDiff(c *command) error {
+	id, err := c.layer(c.args[0])
+	if err != nil {
+		return err
+	}
 	if len(c.args) < 2 || c.args[1] == "-" {
 		if isTerminal(1) {
 			return errors.New("diff: refusing to write a tarball to a terminal (give a FILE or redirect stdout)")
 		}
-		return c.store.Diff(c.args[0], os.Stdout)
+		w := withProgressWriter("diff "+short(id), os.Stdout)
+		err := c.store.Diff(id, w)
+		doneProgress(w)
+		return err
 	}
 	// Written beside its name and renamed: a failed diff leaves no half tarball.
 	out := c.args[1]
@@ -239,7 +330,10 @@ func cmdDiff(c *command) error {
 		return err
 	}
 	defer os.Remove(f.Name())
-	if err := c.store.Diff(c.args[0], f); err != nil {
+	w := withProgressWriter("diff "+short(id), f)
+	err = c.store.Diff(id, w)
+	doneProgress(w)
+	if err != nil {
 		f.Close()
 		return err
 	}
@@ -268,7 +362,13 @@ func cmdImport(c *command) error {
 		}
 		return withProgress(what, r, size)
 	}
-	imgs, err := c.store.Import(c.args[0], c.name, progress)
+	var imgs []layout.Image
+	var err error
+	if c.args[0] == "-" {
+		imgs, err = c.store.ImportStream(os.Stdin, c.name, progress)
+	} else {
+		imgs, err = c.store.Import(c.args[0], c.name, progress)
+	}
 	finishProgress()
 	if err != nil {
 		return err
@@ -279,18 +379,41 @@ func cmdImport(c *command) error {
 	return nil
 }
 
+// imageRow is one image as `images` shows it.
+type imageRow struct {
+	layout.Image
+	Size int64 `json:"size"` // the disk use of its layers
+}
+
 func cmdImages(c *command) error {
 	imgs, err := c.store.Images()
 	if err != nil {
 		return err
 	}
-	if c.json {
-		return printJSON(imgs)
-	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tID\tLAYERS\tTOP")
+	rows := []imageRow{}
+	sizes := map[string]int64{}
 	for _, im := range imgs {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", im.Name, short(im.ID), len(im.Layers), short(im.Top))
+		var total int64
+		for _, id := range im.Layers {
+			sz, ok := sizes[id]
+			if !ok {
+				if sz, err = c.store.LayerSize(id); err != nil {
+					return err
+				}
+				sizes[id] = sz
+			}
+			total += sz
+		}
+		rows = append(rows, imageRow{Image: im, Size: total})
+	}
+	if c.json {
+		return printJSON(rows)
+	}
+	now := time.Now()
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tIMAGE ID\tTOP LAYER\tLAYERS\tCREATED\tSIZE")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", r.Name, c.id(strings.TrimPrefix(r.ID, "sha256:")), c.id(r.Top), len(r.Layers), layout.Ago(r.Created, now), human(r.Size))
 	}
 	return tw.Flush()
 }
@@ -303,12 +426,36 @@ func short(id string) string {
 	return id
 }
 
+func cmdRmi(c *command) error {
+	removed, err := c.store.RemoveImage(c.args[0])
+	for _, id := range removed {
+		fmt.Println("removed layer " + id)
+	}
+	return err
+}
+
+func cmdPrune(c *command) error {
+	removed, freed, err := c.store.Prune()
+	for _, id := range removed {
+		fmt.Println("removed layer " + id)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Printf("freed %s\n", human(freed))
+	return nil
+}
+
 func cmdMount(c *command) error {
+	id, err := c.layer(c.args[0])
+	if err != nil {
+		return err
+	}
 	o := layout.MountOptions{Driver: c.driver, RO: c.ro}
 	if len(c.args) > 1 {
 		o.Path = c.args[1]
 	}
-	mnt, err := c.store.Get(c.args[0], o)
+	mnt, err := c.store.Get(id, o)
 	if err != nil {
 		return err
 	}
@@ -316,12 +463,24 @@ func cmdMount(c *command) error {
 	return nil
 }
 
-func cmdUmount(c *command) error { return c.store.Put(c.args[0]) }
+func cmdUmount(c *command) error {
+	id, err := c.layer(c.args[0])
+	if err != nil {
+		return err
+	}
+	return c.store.Put(id)
+}
 
-func cmdRm(c *command) error { return c.store.Remove(c.args[0], c.force) }
+func cmdRm(c *command) error {
+	id, err := c.layer(c.args[0])
+	if err != nil {
+		return err
+	}
+	return c.store.Remove(id, c.force)
+}
 
 func cmdLs(c *command) error {
-	ls, err := c.store.Layers()
+	ls, err := c.store.LayersWithUsers()
 	if err != nil {
 		return err
 	}
@@ -332,19 +491,46 @@ func cmdLs(c *command) error {
 		return printJSON(ls)
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tPARENT\tDEPTH\tCOMMITTED\tMOUNTED")
+	fmt.Fprintln(tw, "ID\tPARENT\tDEPTH\tCOMMITTED\tMOUNTED\tUSED BY")
 	for _, l := range ls {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%v\t%s\n", l.ID, l.Parent, l.Depth(), l.Committed, l.Mounted)
+		mounted := "-"
+		if l.Mounted {
+			mounted = l.MountPoint
+		}
+		var by []string
+		for _, im := range l.Images {
+			by = append(by, "image "+im)
+		}
+		for _, ct := range l.Containers {
+			by = append(by, "container "+c.id(ct))
+		}
+		used := strings.Join(by, ", ")
+		if used == "" {
+			used = "-"
+		}
+		parent := "-"
+		if l.Parent != "" {
+			parent = c.id(l.Parent)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%v\t%s\t%s\n", c.id(l.ID), parent, l.Depth(), l.Committed, mounted, used)
 	}
 	return tw.Flush()
 }
 
 func cmdInspect(c *command) error {
-	p, err := c.store.Inspect(c.args[0])
+	var ids []string
+	for _, a := range c.args {
+		id, err := c.layer(a)
+		if err != nil {
+			return err
+		}
+		ids = append(ids, id)
+	}
+	infos, err := c.store.Inspect(ids...)
 	if err != nil {
 		return err
 	}
-	return printJSON(p)
+	return printJSON(infos)
 }
 
 func cmdDf(c *command) error {
@@ -356,16 +542,39 @@ func cmdDf(c *command) error {
 		return printJSON(u)
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "LAYER\tSIZE\tIMAGES\tCHILDREN\tIN USE")
-	sort.Slice(u.Layers, func(i, j int) bool { return u.Layers[i].Size > u.Layers[j].Size })
-	for _, l := range u.Layers {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%v\n", short(l.ID), human(l.Size), len(l.Images), l.Children, l.InUse)
+	fmt.Fprintln(tw, "TYPE\tTOTAL\tACTIVE\tSIZE\tRECLAIMABLE")
+	for _, r := range []struct {
+		name string
+		t    layout.TypeUsage
+	}{{"Images", u.Images}, {"Containers", u.Containers}} {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", r.name, r.t.Total, r.t.Active, human(r.t.Size), percent(r.t.Reclaimable, r.t.Size))
 	}
-	fmt.Fprintf(tw, "\nTOTAL\t%s\n", human(u.Total))
-	fmt.Fprintf(tw, "SHARED\t%s\t(in two or more images)\n", human(u.Shared))
-	fmt.Fprintf(tw, "UNIQUE\t%s\t(in one image)\n", human(u.Unique))
-	fmt.Fprintf(tw, "RECLAIMABLE\t%s\t(no image, no mount uses them)\n", human(u.Reclaimable))
+	fmt.Fprintf(tw, "Layers\t%d\t%d\t%s\t%s\n", len(u.Layers), len(u.Layers)-unused(u), human(u.Total), percent(u.Reclaimable, u.Total))
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "LAYER\tSIZE\tIMAGES\tCONTAINERS\tCHILDREN\tIN USE")
+	sort.SliceStable(u.Layers, func(i, j int) bool { return u.Layers[i].Size > u.Layers[j].Size })
+	for _, l := range u.Layers {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%v\n", c.id(l.ID), human(l.Size), len(l.Images), len(l.Containers), l.Children, l.InUse)
+	}
 	return tw.Flush()
+}
+
+func unused(u *layout.Usage) int {
+	n := 0
+	for _, l := range u.Layers {
+		if !l.InUse {
+			n++
+		}
+	}
+	return n
+}
+
+// percent is docker's "1.2GiB (45%)".
+func percent(n, of int64) string {
+	if of == 0 {
+		return human(n)
+	}
+	return fmt.Sprintf("%s (%d%%)", human(n), n*100/of)
 }
 
 func human(n int64) string {
@@ -382,7 +591,15 @@ func human(n int64) string {
 }
 
 func cmdInit(c *command) error {
-	id, err := c.store.InitLayer(c.args[0], c.parent)
+	parent := ""
+	if c.parent != "" {
+		p, err := c.layer(c.parent)
+		if err != nil {
+			return fmt.Errorf("parent: %w", err)
+		}
+		parent = p
+	}
+	id, err := c.store.InitLayer(c.args[0], parent)
 	if err != nil {
 		return err
 	}
@@ -413,7 +630,7 @@ func cmdCheck(c *command) error {
 	for _, f := range faults {
 		if !f.Repaired {
 			if c.json {
-				os.Exit(1)
+				return errExit(1)
 			}
 			return fmt.Errorf("check: %d fault(s) not repaired%s", unrepaired(faults), hint(c.repair))
 		}

@@ -17,9 +17,11 @@ func isTerminal(fd int) bool {
 	return err == nil
 }
 
-// progressReader draws a progress bar on stderr while it is read.
+// progressReader draws a progress bar on stderr while it is read (or, as a
+// writer, written).
 type progressReader struct {
 	r     io.Reader
+	w     io.Writer
 	what  string
 	size  int64
 	mu    sync.Mutex
@@ -41,8 +43,31 @@ func withProgress(what string, r io.Reader, size int64) io.Reader {
 	return p
 }
 
+// withProgressWriter wraps w with a count of the bytes written, drawn on
+// stderr only when it is a terminal.
+func withProgressWriter(what string, w io.Writer) io.Writer {
+	if !isTerminal(2) {
+		return w
+	}
+	finishProgress()
+	p := &progressReader{w: w, what: what, size: -1}
+	lastProgress = p
+	return p
+}
+
+func (p *progressReader) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	p.count(n, err)
+	return n, err
+}
+
 func (p *progressReader) Read(b []byte) (int, error) {
 	n, err := p.r.Read(b)
+	p.count(n, err)
+	return n, err
+}
+
+func (p *progressReader) count(n int, err error) {
 	p.mu.Lock()
 	p.n += int64(n)
 	if time.Since(p.last) > 100*time.Millisecond || err != nil {
@@ -50,7 +75,6 @@ func (p *progressReader) Read(b []byte) (int, error) {
 		p.draw()
 	}
 	p.mu.Unlock()
-	return n, err
 }
 
 func (p *progressReader) draw() {
@@ -69,7 +93,7 @@ func (p *progressReader) draw() {
 }
 
 // doneProgress ends the line of r's bar, if it drew one.
-func doneProgress(r io.Reader) {
+func doneProgress(r any) {
 	if p, ok := r.(*progressReader); ok && p.drawn {
 		p.draw()
 		fmt.Fprintln(os.Stderr)

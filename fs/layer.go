@@ -53,6 +53,10 @@ type layer struct {
 const resolveFlags = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS |
 	unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV
 
+// maxWalk is the longest path openat2 is given at once (PATH_MAX is 4096
+// with its NUL).
+const maxWalk = 4000
+
 // openat2 opens rel (relative to the layer root, "" for the root) with flags,
 // never following a symlink in any component.
 func (l *layer) openat2(rel string, flags int) (int, error) {
@@ -71,6 +75,21 @@ func (l *layer) openat2In(root int, rel string, flags int) (int, error) {
 		l.upper && flags&unix.O_PATH == 0 && (l.noatime || l.nodiratime && flags&unix.O_DIRECTORY != 0) && !l.atimeRefused.Load()
 	if noatime {
 		flags |= unix.O_NOATIME
+	}
+	// A path longer than a syscall takes (PATH_MAX) is walked in pieces,
+	// each from the directory the last one opened: the kernel overlay has
+	// no limit on the depth of a tree, and neither may we.
+	for len(rel) > maxWalk {
+		i := strings.LastIndexByte(rel[:maxWalk], '/')
+		if i <= 0 {
+			return -1, unix.ENAMETOOLONG // no name is longer than 255 bytes
+		}
+		dfd, err := l.openat2In(root, rel[:i], unix.O_PATH|unix.O_DIRECTORY)
+		if err != nil {
+			return -1, err
+		}
+		defer unix.Close(dfd)
+		root, rel = dfd, rel[i+1:]
 	}
 	how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW), Resolve: resolveFlags}
 	for range 8 {

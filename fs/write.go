@@ -513,6 +513,26 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 // maxRedirect is the longest redirect the kernel writes.
 const maxRedirect = 256
 
+// hasAbsRedirect says whether n's upper entry (f, as found) holds an absolute
+// X(redirect), which a move keeps.
+func (n *node) hasAbsRedirect(f *found) bool {
+	if f.stack[0].layer != 0 {
+		return false
+	}
+	l, p, errno := n.top()
+	if errno != 0 {
+		return false
+	}
+	dir, name := splitPath(p)
+	dfd, err := l.openDir(dir)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(dfd)
+	cur, _ := getxattrAt(dfd, name, n.root.ns.Key(whiteout.Redirect))
+	return len(cur) > 0 && cur[0] == '/'
+}
+
 func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	np := newParent.(nodeOps).ovl()
 	defer n.changed()
@@ -570,7 +590,9 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 			return errno
 		}
 		redirectTo = "/" + lp
-		if len(redirectTo) > maxRedirect {
+		// As the kernel: a move elsewhere writes the absolute path, unless
+		// one is there already; the kernel's limit on it is ours.
+		if len(redirectTo) > maxRedirect && n != np && !srcNode.hasAbsRedirect(src) {
 			return syscall.EXDEV
 		}
 	}

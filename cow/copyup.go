@@ -102,6 +102,9 @@ func (s *Scratch) finish(srcDir int, srcName, tmp string, shown whiteout.Overrid
 	if err := CopyXattrs(ProcPath(srcDir, srcName), ProcPath(s.fd, tmp), s.ns); err != nil {
 		return err
 	}
+	if err := s.copyFileattr(srcDir, srcName, tmp, typ); err != nil {
+		return err
+	}
 	// X(origin) lets a later mount (ovlfs or the kernel) keep the lower inode
 	// number of the copy.
 	if o := Origin(srcDir, srcName); o != nil {

@@ -55,6 +55,9 @@ const openFlags = unix.O_ACCMODE | unix.O_APPEND | unix.O_DIRECT | unix.O_SYNC |
 func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	write := flags&(unix.O_WRONLY|unix.O_RDWR) != 0
 	if write || flags&unix.O_TRUNC != 0 {
+		if errno := n.refuseWrite(flags); errno != 0 {
+			return nil, 0, errno
+		}
 		if n.lowerBacked() {
 			return nil, 0, n.retire(flags&unix.O_TRUNC != 0)
 		}

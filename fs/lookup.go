@@ -23,6 +23,9 @@ type found struct {
 	layer    *layer      // layer of the shown (top) entry
 	st       unix.Stat_t // stat of the shown entry
 	blocks   int64       // st_blocks of the data entry (metacopy)
+	// prot has the append-only and immutable flags of the shown entry
+	// (cow.ProtFlags): its inode's, and an upper's X(protattr).
+	prot uint32
 	// origin is X(origin) of an upper entry (copied up from a lower one), and
 	// ino the inode number shown instead of the upper's: the origin's.
 	origin []byte
@@ -172,12 +175,11 @@ func (n *node) lookupIn(l *layer, dfd int, lname string, marker bool, entry laye
 	if marker && unix.Fstatat(dfd, whiteout.MarkerFor(lname), &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
 		return true, 0 // ".wh.NAME": hidden here and below
 	}
-	var btime uint64
-	var err error
-	if l.upper {
-		btime, err = statxAt(dfd, lname, &st)
-	} else {
-		err = unix.Fstatat(dfd, lname, &st, unix.AT_SYMLINK_NOFOLLOW)
+	// One statx gives the lower's append-only and immutable flags too,
+	// which the merged file shows and obeys (see fileattr.go).
+	btime, prot, err := statxProt(dfd, lname, &st)
+	if !l.upper {
+		btime = 0
 	}
 	if err != nil {
 		if err == unix.ENOENT {
@@ -197,7 +199,7 @@ func (n *node) lookupIn(l *layer, dfd int, lname string, marker bool, entry laye
 		if err := l.shownAt(dfd, lname, &st); err != nil {
 			return true, toErrno(err)
 		}
-		res = &found{layer: l, st: st, stack: []layerEntry{entry}, btime: btime}
+		res = &found{layer: l, st: st, stack: []layerEntry{entry}, btime: btime, prot: prot}
 		*resp = res
 		if typ == unix.S_IFDIR {
 			if l.upper {
@@ -222,6 +224,10 @@ func (n *node) lookupIn(l *layer, dfd int, lname string, marker bool, entry laye
 		}
 		if listed {
 			res.absent, res.absentKnown = absentIn(names), true
+		}
+		if l.upper && listed && slices.Contains(names, ns.Key(whiteout.Protattr)) {
+			v, _ := getxattrAt(dfd, lname, ns.Key(whiteout.Protattr))
+			res.prot |= cow.ParseProt(v)
 		}
 		if l.upper && (!listed || slices.Contains(names, ns.Key(whiteout.Origin))) {
 			res.origin, _ = getxattrAt(dfd, lname, ns.Key(whiteout.Origin))
@@ -270,6 +276,10 @@ func (n *node) dirLayer(dfd int, lname string, rd *redirect, top *found) (bool, 
 	if top != nil {
 		// The shown directory: its xattr names were listed anyway.
 		top.absent, top.absentKnown = absentIn(meta.names), true
+		if top.layer.upper && slices.Contains(meta.names, n.root.ns.Key(whiteout.Protattr)) {
+			v, _ := getxattrAt(cfd, "", n.root.ns.Key(whiteout.Protattr))
+			top.prot |= cow.ParseProt(v)
+		}
 	}
 	if meta.opaque {
 		return true, 0
@@ -442,6 +452,7 @@ func (c dirFds) closeAll() {
 // newChild makes (or finds again) the inode of a resolved name and fills out.
 func (n *node) newChild(ctx context.Context, name string, res *found, out *fuse.EntryOut) *gofs.Inode {
 	child := &node{root: n.root, stack: res.stack, isDir: res.isDir, metacopy: res.metacopy}
+	child.prot.Store(res.prot)
 	if res.absentKnown {
 		// A node nobody else holds yet: what the lookup learnt stands. A
 		// node known already forgets instead (xattrsChanged below): its
@@ -479,6 +490,7 @@ func (n *node) newChild(ctx context.Context, name string, res *found, out *fuse.
 		c.mu.Lock()
 		c.stack, c.isDir, c.metacopy = res.stack, res.isDir, res.metacopy
 		c.mu.Unlock()
+		c.prot.Store(res.prot)
 		c.xattrsChanged()
 		child = c
 	}
@@ -531,13 +543,26 @@ type copiedKey struct{ ino, btime uint64 }
 // where the filesystem does not keep one).
 // name "" stats dfd itself.
 func statxAt(dfd int, name string, st *unix.Stat_t) (uint64, error) {
+	btime, _, err := statxProt(dfd, name, st)
+	return btime, err
+}
+
+// statxProt is statxAt that also returns the append-only and immutable
+// flags of the inode (as cow.ProtFlags), which statx reports for free.
+func statxProt(dfd int, name string, st *unix.Stat_t) (btime uint64, prot uint32, err error) {
 	var sx unix.Statx_t
 	flags := unix.AT_SYMLINK_NOFOLLOW
 	if name == "" {
 		flags |= unix.AT_EMPTY_PATH
 	}
 	if err := unix.Statx(dfd, name, flags, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &sx); err != nil {
-		return 0, err
+		return 0, 0, err
+	}
+	if sx.Attributes_mask&sx.Attributes&unix.STATX_ATTR_APPEND != 0 {
+		prot |= cow.FlagAppend
+	}
+	if sx.Attributes_mask&sx.Attributes&unix.STATX_ATTR_IMMUTABLE != 0 {
+		prot |= cow.FlagImmutable
 	}
 	*st = unix.Stat_t{
 		Dev:     unix.Mkdev(sx.Dev_major, sx.Dev_minor),
@@ -555,9 +580,9 @@ func statxAt(dfd int, name string, st *unix.Stat_t) (uint64, error) {
 		Ctim:    unix.Timespec{Sec: sx.Ctime.Sec, Nsec: int64(sx.Ctime.Nsec)},
 	}
 	if sx.Mask&unix.STATX_BTIME == 0 {
-		return 0, nil
+		return 0, prot, nil
 	}
-	return uint64(sx.Btime.Sec)*1e9 + uint64(sx.Btime.Nsec), nil
+	return uint64(sx.Btime.Sec)*1e9 + uint64(sx.Btime.Nsec), prot, nil
 }
 
 // decodeOrigin finds the inode number of the lower file that the X(origin)

@@ -57,6 +57,10 @@ type node struct {
 	// FUSE passthrough, all from one backing file; ptLower says that file
 	// is in a lower layer. Under mu, and changed only by requests that hold
 	// the node's open lock (see rawFS.Open).
+	// prot has the append-only and immutable flags the file shows
+	// (cow.ProtFlags), which ovlfs enforces: the kernel knows nothing of
+	// them on a FUSE inode.
+	prot atomic.Uint32
 	ptOpens int32
 	ptLower bool
 	// ptWriters counts the writable ones among them: the kernel then

@@ -88,6 +88,9 @@ func (n *node) lowerLookup(name string) (*found, syscall.Errno) {
 // it gets the caller as owner (the directory's group when it is setgid), and is
 // renamed into place, over a whiteout if there is one.
 func (n *node) create(ctx context.Context, name string, mode uint32, build buildFunc, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if errno := n.refuseCreate(); errno != 0 {
+		return nil, errno
+	}
 	if errno := n.place(ctx, name, mode, true, build); errno != 0 {
 		return nil, errno
 	}
@@ -259,6 +262,9 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 }
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	if errno := n.refuseCreate(); errno != 0 {
+		return nil, nil, 0, errno
+	}
 	if fd, res, errno, ok := n.createInPlace(ctx, name, flags, mode); ok {
 		if errno != 0 {
 			return nil, nil, 0, errno
@@ -356,6 +362,12 @@ func (n *node) createInPlace(ctx context.Context, name string, flags, mode uint3
 
 func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	t := target.(nodeOps).ovl()
+	if errno := t.refuseChange(); errno != 0 {
+		return nil, errno
+	}
+	if errno := n.refuseCreate(); errno != 0 {
+		return nil, errno
+	}
 	if fd, ok := t.tmpfileFd(); ok {
 		return n.linkTmpfile(ctx, t, fd, name, out)
 	}
@@ -431,6 +443,9 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 		// The kernel looked the name up just before: its node says where the
 		// file is, which spares a walk through the layers per delete (most of
 		// an rm -rf). Where the layers disagree, the walk decides.
+		if errno := n.refuseRemove(res); errno != 0 {
+			return errno
+		}
 		if errno := n.remove(name, res); errno != syscall.ENOENT && errno != syscall.EEXIST {
 			return errno
 		}
@@ -441,6 +456,9 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	}
 	if res.isDir {
 		return syscall.EISDIR
+	}
+	if errno := n.refuseRemove(res); errno != 0 {
+		return errno
 	}
 	return n.remove(name, res)
 }
@@ -458,7 +476,7 @@ func (n *node) heldFile(name string) *found {
 	if isDir || mc || len(stack) != 1 {
 		return nil
 	}
-	return &found{stack: stack, layer: n.root.layers[stack[0].layer]}
+	return &found{stack: stack, layer: n.root.layers[stack[0].layer], prot: cn.prot.Load()}
 }
 
 // detached makes a node for a resolved child that is not in the go-fuse tree:
@@ -500,6 +518,9 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	}
 	if !res.isDir {
 		return syscall.ENOTDIR
+	}
+	if errno := n.refuseRemove(res); errno != 0 {
+		return errno
 	}
 	if empty, errno := n.isEmptyDir(name, res); errno != 0 {
 		return errno
@@ -553,6 +574,17 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	}
 	if flags&unix.RENAME_NOREPLACE != 0 && dst != nil {
 		return syscall.EEXIST
+	}
+	if errno := n.refuseRemove(src); errno != 0 {
+		return errno
+	}
+	if errno := np.refuseCreate(); errno != 0 {
+		return errno
+	}
+	if dst != nil {
+		if errno := np.refuseRemove(dst); errno != 0 {
+			return errno
+		}
 	}
 	srcNode, errno := n.childNode(ctx, name, src)
 	if errno != 0 {
@@ -795,6 +827,9 @@ func (n *node) upperEntry(noData bool) (int, string, syscall.Errno) {
 }
 
 func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if errno := n.refuseSetattr(in); errno != 0 {
+		return errno
+	}
 	size, hasSize := in.GetSize()
 	fh, _ := f.(*fileHandle)
 	if hasSize && fh == nil && n.lowerBacked() {
@@ -931,6 +966,9 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if !ok {
 		return syscall.EPERM // overlay metadata is not the client's to write
 	}
+	if errno := n.refuseChange(); errno != 0 {
+		return errno
+	}
 	dfd, name, errno := n.upperEntry(false)
 	if errno != 0 {
 		return errno
@@ -968,6 +1006,9 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	key, ok := whiteout.Escape(attr, n.root.ns)
 	if !ok {
 		return syscall.ENODATA
+	}
+	if errno := n.refuseChange(); errno != 0 {
+		return errno
 	}
 	// Nothing to copy up for an xattr that is not there.
 	if _, errno := n.Getxattr(ctx, attr, nil); errno == syscall.ENODATA {

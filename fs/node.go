@@ -53,14 +53,14 @@ type node struct {
 	// lowerCtime is the ctime (ns) of a lower file as last shown to the
 	// kernel, to notice a lower layer changed behind the mount (0: none).
 	lowerCtime atomic.Int64
-	// ptOpens counts the open handles of a file that the kernel serves by
-	// FUSE passthrough, all from one backing file; ptLower says that file
-	// is in a lower layer. Under mu, and changed only by requests that hold
-	// the node's open lock (see rawFS.Open).
 	// prot has the append-only and immutable flags the file shows
 	// (cow.ProtFlags), which ovlfs enforces: the kernel knows nothing of
 	// them on a FUSE inode.
 	prot atomic.Uint32
+	// ptOpens counts the open handles of a file that the kernel serves by
+	// FUSE passthrough, all from one backing file; ptLower says that file
+	// is in a lower layer. Under mu, and changed only by requests that hold
+	// the node's open lock (see rawFS.Open).
 	ptOpens int32
 	ptLower bool
 	// ptWriters counts the writable ones among them: the kernel then

@@ -1,5 +1,5 @@
 // Package fs is the FUSE node tree of ovlfs: it merges the layers of a Config into
-// the tree that the kernel's overlayfs shows for them (../shared/SPEC.md).
+// the tree that the kernel's overlayfs shows for them (docs/format.md).
 package fs
 
 import (

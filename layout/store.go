@@ -1,5 +1,5 @@
 // Package layout manages a layer store in the Docker overlay2 layout
-// (../shared/SPEC.md, "Docker overlay2 store"): layers with diff/, link, lower,
+// (docs/format.md, "Layer stores and tarballs"): layers with diff/, link, lower,
 // work/ and merged/, short l/ links, and the OCI/Docker layer tarballs that fill
 // and export them. A store written here is readable by Docker's overlay2
 // conventions, and a copy of a Docker or containers/storage overlay store is

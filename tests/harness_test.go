@@ -1,6 +1,6 @@
 // Package tests mounts ovlfs for real and compares what it shows with what the
 // kernel's overlayfs shows for the same layers (the kernel is the oracle, see
-// shared/SPEC.md). The tests need root, /dev/fuse and overlay in
+// docs/format.md). The tests need root, /dev/fuse and overlay in
 // /proc/filesystems; without them they skip with a message.
 //
 // OVLFS_TEST_BIN=/path/to/binary runs the tests against that binary instead of
@@ -39,6 +39,8 @@ var (
 	ovlfsBin string
 	// ovlfsBuildErr is set when building ./cmd/ovlfs failed; mountOvlfs then fails.
 	ovlfsBuildErr error
+	// binDir holds the binaries the tests build; runMain removes it.
+	binDir string
 )
 
 func TestMain(m *testing.M) {
@@ -47,16 +49,17 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "ovlfs-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tests: temp dir for the binaries:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binDir = dir
 	if b := os.Getenv("OVLFS_TEST_BIN"); b != "" {
 		ovlfsBin = b
 		return m.Run()
 	}
-	dir, err := os.MkdirTemp("", "ovlfs-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "tests: temp dir for the binary:", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
 	ovlfsBin = filepath.Join(dir, "ovlfs")
 	cmd := exec.Command("go", "build", "-o", ovlfsBin, "github.com/ovlfs/ovlfs/cmd/ovlfs")
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -13,42 +13,18 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
 
-var (
-	cliBinOnce sync.Once
-	cliBinPath string
-	cliBinErr  error
-)
-
-// cliBinary returns the ovlfs binary under test: $OVLFS_TEST_BIN, or
-// ../cmd/ovlfs built once per test process.
+// cliBinary returns the ovlfs binary under test (see runMain).
 func cliBinary(t testing.TB) string {
 	t.Helper()
-	cliBinOnce.Do(func() {
-		if b := os.Getenv("OVLFS_TEST_BIN"); b != "" {
-			cliBinPath = b
-			return
-		}
-		dir, err := os.MkdirTemp("", "ovlfs-cli-bin-")
-		if err != nil {
-			cliBinErr = err
-			return
-		}
-		cliBinPath = filepath.Join(dir, "ovlfs")
-		out, err := exec.Command("go", "build", "-o", cliBinPath, "../cmd/ovlfs").CombinedOutput()
-		if err != nil {
-			cliBinErr = errors.New("go build ../cmd/ovlfs: " + err.Error() + "\n" + string(out))
-		}
-	})
-	if cliBinErr != nil {
-		t.Fatal(cliBinErr)
+	if ovlfsBuildErr != nil {
+		t.Fatal(ovlfsBuildErr)
 	}
-	return cliBinPath
+	return ovlfsBin
 }
 
 // cliRequire skips, with the reason, when real FUSE mounts are impossible.

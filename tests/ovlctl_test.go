@@ -34,17 +34,7 @@ var (
 func ctlBinary(t testing.TB) string {
 	t.Helper()
 	ctlOnce.Do(func() {
-		// Beside the ovlfs binary, in the dir runMain removes at the end.
-		dir := filepath.Dir(ovlfsBin)
-		if os.Getenv("OVLFS_TEST_BIN") != "" {
-			d, err := os.MkdirTemp("", "ovlctl-bin-")
-			if err != nil {
-				ctlErr = err
-				return
-			}
-			dir = d
-		}
-		ctlBin = filepath.Join(dir, "ovlctl")
+		ctlBin = filepath.Join(binDir, "ovlctl") // runMain removes it
 		if out, err := exec.Command("go", "build", "-o", ctlBin, "github.com/ovlfs/ovlfs/cmd/ovlctl").CombinedOutput(); err != nil {
 			ctlErr = fmt.Errorf("go build ./cmd/ovlctl: %v\n%s", err, out)
 		}

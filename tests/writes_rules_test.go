@@ -1,6 +1,6 @@
 package tests
 
-// One test per writing rule of shared/SPEC.md ("Writing"): ovlfs is mounted,
+// One test per writing rule of docs/format.md ("What ovlfs writes"): ovlfs is mounted,
 // changed through the mount, and the upper layer is checked on disk.
 
 import (

@@ -1,7 +1,7 @@
 // Package whiteout knows every on-disk marker of the kernel overlayfs format and of
 // the compatibility formats (fuse-overlayfs, OCI/AUFS) that ovlfs reads: whiteouts,
 // opaque directories, redirects, metacopy files and the private xattrs that clients
-// must never see or forge. See ../shared/SPEC.md ("Reading", "Writing").
+// must never see or forge. See docs/format.md.
 package whiteout
 
 import (

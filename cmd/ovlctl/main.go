@@ -1,5 +1,5 @@
-// Command ovlctl manages an overlay2 layer store (../shared/SPEC.md, "Docker
-// overlay2 store"): layers, OCI/Docker layer tarballs, images, and mounts with
+// Command ovlctl manages an overlay2 layer store (docs/format.md,
+// "Layer stores and tarballs"): layers, OCI/Docker layer tarballs, images, and mounts with
 // the kernel overlay or ovlfs. It is a thin shell over package layout.
 package main
 

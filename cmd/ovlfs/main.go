@@ -1,6 +1,6 @@
 // Command ovlfs mounts an overlay file system in user space. Its command line
 // is the one of fuse-overlayfs, so that Podman, Buildah, CRI-O and mount.fuse3
-// can run it unchanged; see ../../shared/CLI.md.
+// can run it unchanged; see docs/cli.md.
 package main
 
 import (
@@ -51,6 +51,9 @@ func run() int {
 
 	if isDaemon {
 		os.Unsetenv(daemonEnv)
+		// Started as /proc/self/exe, the daemon's name would be "exe": it
+		// is "ovlfs" in ps and pgrep, whatever name the caller used.
+		os.WriteFile("/proc/self/comm", []byte("ovlfs"), 0)
 		return runDaemon(o, fd)
 	}
 	if !o.Foreground {

@@ -119,3 +119,30 @@ func TestInstalledMountHelper(t *testing.T) {
 		t.Errorf("pgrep -x ovlfs: %q does not list the daemon %d", out, pids[0])
 	}
 }
+
+// TestMakeTestAsUser: make test run by an ordinary user skips the mount
+// tests with one line instead of failing in unshare. The user is faked
+// with an `id` that answers 1000, and GO=true stands in for the compiler.
+func TestMakeTestAsUser(t *testing.T) {
+	fake := t.TempDir()
+	writeFile(t, filepath.Join(fake, "id"), []byte("#!/bin/sh\necho 1000\n"), 0o755)
+	writeFile(t, filepath.Join(fake, "unshare"), []byte("#!/bin/sh\necho unshare ran; exit 1\n"), 0o755)
+	cmd := exec.Command("make", "-C", "..", "--no-print-directory", "test", "GO=true")
+	cmd.Env = append(os.Environ(), "PATH="+fake+":"+os.Getenv("PATH"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("make test as a user: %v\n%s", err, out)
+	}
+	var skips int
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, "mount tests skipped") {
+			skips++
+			if !strings.Contains(l, "need root") {
+				t.Errorf("the skip line does not say root is needed: %q", l)
+			}
+		}
+	}
+	if skips != 1 || strings.Contains(string(out), "unshare ran") {
+		t.Errorf("want one skip line and no unshare:\n%s", out)
+	}
+}

@@ -60,9 +60,11 @@ demo: deps build
 
 # Podman and Buildah from Debian with bin/ovlfs as mount_program, as root and
 # rootless (installs podman, buildah, runc, uidmap, busybox-static; creates
-# the user ovlfs-e2e). See tests/e2e/e2e.sh.
+# the user ovlfs-e2e), then rootless Docker with ovlfs as its fuse-overlayfs
+# against a root dockerd on the kernel's overlay2 (installs docker.io and
+# rootlesskit). See tests/e2e/e2e.sh and tests/e2e/docker.sh.
 e2e: deps build
-	bash tests/e2e/e2e.sh
+	@rc=0; bash tests/e2e/e2e.sh || rc=1; bash tests/e2e/docker.sh || rc=1; exit $$rc
 
 # Faults, hostile layers, bad input, load, RSS and fds (issue 6), in a private
 # mount namespace; a table, then "reliability: N passed, M failed".

@@ -263,8 +263,10 @@ func (c *checker) layer(id string) error {
 		return &os.PathError{Op: "open", Path: s.path(id, diffDirName), Err: err}
 	}
 	defer unix.Close(fd)
-	if err := c.markers(id, fd, ""); err != nil {
-		return err
+	if !s.keepsWhFiles() {
+		if err := c.markers(id, fd, ""); err != nil {
+			return err
+		}
 	}
 	lowers, ok := c.lowerFds(l)
 	if !ok {

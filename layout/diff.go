@@ -27,7 +27,7 @@ func (s *Store) Diff(id string, w io.Writer) error {
 		return &os.PathError{Op: "open", Path: s.path(id, diffDirName), Err: err}
 	}
 	defer unix.Close(fd)
-	e := &exporter{tw: tar.NewWriter(w), ns: s.NS, links: map[[2]uint64]string{}}
+	e := &exporter{tw: tar.NewWriter(w), ns: s.NS, links: map[[2]uint64]string{}, whFiles: s.keepsWhFiles()}
 	// A layer that keeps owners and modes in an override xattr has one on
 	// its root (the first name found wins, as ovlfs reads it).
 	if root, err := xattrsAt(fd, ""); err == nil {
@@ -49,6 +49,9 @@ type exporter struct {
 	ns       whiteout.NS
 	override string               // the layer's owner-and-mode override xattr, or ""
 	links    map[[2]uint64]string // (dev, ino) of a multiply linked file -> first name
+	// whFiles: `.wh.` files are the layer's own whiteouts and opaque
+	// markers (Docker's fuse-overlayfs store), exported as they are.
+	whFiles bool
 }
 
 // dir writes the entry of directory dfd (named name in its parent pfd, path
@@ -95,6 +98,9 @@ func (e *exporter) entry(dfd int, rel, name string) error {
 		return &os.PathError{Op: "lstat", Path: rel, Err: err}
 	}
 	if whiteout.IsMarkerName(name) {
+		if e.whFiles {
+			return e.marker(rel, &st)
+		}
 		return fmt.Errorf("%s: a .wh. file in a kernel-format layer (ovlctl check --repair)", rel)
 	}
 	if whiteout.IsWhiteoutStat(&st) {

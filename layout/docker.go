@@ -39,6 +39,15 @@ func dockerDir(root string) string {
 // beside it).
 func (s *Store) IsDocker() bool { return dockerDir(s.Root) != "" }
 
+// keepsWhFiles reports whether the store's layers may hold `.wh.` whiteout
+// files and opaque markers as their format: Docker's fuse-overlayfs driver
+// applies image layers that way (fuse-overlayfs and ovlfs read them), while
+// the upper dirs its mounts write are in the kernel format.
+func (s *Store) keepsWhFiles() bool {
+	d := dockerDir(s.Root)
+	return d != "" && filepath.Base(d) == "fuse-overlayfs"
+}
+
 // errDocker refuses to change what Docker keeps track of.
 func (s *Store) errDocker(what string) error {
 	return fmt.Errorf("%s is Docker's store (its layer database is in %s): %s with docker, not ovlctl", s.Root, dockerDir(s.Root), what)

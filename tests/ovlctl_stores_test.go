@@ -748,3 +748,45 @@ func TestCtlHelpAndInput(t *testing.T) {
 		t.Errorf("digest error names the layer %d times: %q", strings.Count(r.err, "layer "+good), r.err)
 	}
 }
+
+// TestCtlDockerFuseOverlayfsStore: Docker's rootless fuse-overlayfs driver
+// applies image layers with `.wh.` files (fuse-overlayfs and ovlfs read
+// them). In that store they are the layers' format: check finds no fault
+// and diff exports them as whiteouts; in an overlay2 store they are faults.
+func TestCtlDockerFuseOverlayfsStore(t *testing.T) {
+	ctlSetup(t)
+	for _, driver := range []string{"overlay2", "fuse-overlayfs"} {
+		t.Run(driver, func(t *testing.T) {
+			data := filepath.Join(t.TempDir(), "docker")
+			root, ids := ctlDockerStore(t, data, false)
+			if driver != "overlay2" {
+				for _, d := range []string{"", "image"} {
+					if err := os.Rename(filepath.Join(data, d, "overlay2"), filepath.Join(data, d, driver)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				root = filepath.Join(data, driver)
+			}
+			diff := filepath.Join(root, ids.l2, "diff")
+			writeFile(t, filepath.Join(diff, "etc/.wh.os-release"), nil, 0o644)
+			mkdirs(t, filepath.Join(diff, "opq"))
+			writeFile(t, filepath.Join(diff, "opq/.wh..wh..opq"), nil, 0o644)
+			check := ctl(t, root, nil, "check")
+			if driver == "overlay2" {
+				if check.code == 0 || !strings.Contains(check.out+check.err, ".wh. whiteout file") {
+					t.Errorf("check of an overlay2 store with .wh. files: exit %d\n%s%s", check.code, check.out, check.err)
+				}
+				return
+			}
+			if check.code != 0 {
+				t.Errorf("check: exit %d\n%s%s", check.code, check.out, check.err)
+			}
+			hs := ctlTarHeaders(t, []byte(ctlOK2(t, root, "diff", ids.l2)))
+			for _, n := range []string{"etc/.wh.os-release", "opq/.wh..wh..opq", "bin/busybox"} {
+				if hs[n] == nil {
+					t.Errorf("diff of the fuse-overlayfs store's layer lacks %s", n)
+				}
+			}
+		})
+	}
+}

@@ -51,9 +51,11 @@ if [[ ${1:-} != --inner ]]; then
 	if [[ -n $missing ]]; then
 		echo "e2e: apt-get install -y$missing"
 		export DEBIAN_FRONTEND=noninteractive
-		apt-get install -y -q $missing >/tmp/ovlfs-e2e-apt.log 2>&1 ||
-			{ apt-get update -q >>/tmp/ovlfs-e2e-apt.log 2>&1 && apt-get install -y -q $missing >>/tmp/ovlfs-e2e-apt.log 2>&1; } ||
-			{ tail -20 /tmp/ovlfs-e2e-apt.log; echo "e2e: 0 passed, 1 failed"; exit 1; }
+		apt_log=$(mktemp)
+		apt-get install -y -q $missing >"$apt_log" 2>&1 ||
+			{ apt-get update -q >>"$apt_log" 2>&1 && apt-get install -y -q $missing >>"$apt_log" 2>&1; } ||
+			{ tail -20 "$apt_log"; rm -f "$apt_log"; echo "e2e: 0 passed, 1 failed"; exit 1; }
+		rm -f "$apt_log"
 	fi
 	[[ -x $repo/bin/ovlfs ]] || { echo "e2e: $repo/bin/ovlfs missing: make build" >&2; echo "e2e: 0 passed, 1 failed"; exit 1; }
 	if [[ " $MODES " == *" rootless "* ]]; then

@@ -52,7 +52,7 @@ OUT=$(mktemp -d /tmp/ovlfs-reliability.XXXXXX)
 export REL_METRICS=$OUT/metrics.tsv
 : >"$REL_METRICS"
 LOG=$OUT/tests.log
-echo "reliability ($FORM form): logs in $OUT"
+echo "reliability ($FORM form): logs in $OUT (removed after a clean run unless RELIABILITY_KEEP=1)"
 
 go build -o bin/ovlfs ./cmd/ovlfs || { echo "reliability: 0 passed, 1 failed (build)"; exit 1; }
 
@@ -123,5 +123,10 @@ if [ $fail -gt 0 ]; then
 fi
 echo
 echo "time: $(( $(date +%s) - START ))s ($FORM form)"
+if [ $fail -eq 0 ] && [ "${RELIABILITY_KEEP:-}" != 1 ]; then
+	rm -rf "$OUT"
+else
+	echo "logs kept in $OUT"
+fi
 echo "reliability: $pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -208,14 +208,19 @@ func (n *node) newHandle(fd int, flags uint32, lower, pt bool) *fileHandle {
 	}
 	n.mu.Lock()
 	h.gen = n.gen
+	first := false
 	if n.ptOpens > 0 {
 		n.ptOpens++
 		h.pt = true
 		if h.writable {
 			n.ptWriters++
+			first = n.ptWriters == 1
 		}
 	}
 	n.mu.Unlock()
+	if first {
+		n.dropCachedAttrs()
+	}
 	if !h.pt && !pt {
 		h.setCached()
 	}
@@ -256,12 +261,27 @@ func (f *fileHandle) PassthroughFd() (int, bool) {
 	n.mu.Lock()
 	n.ptOpens++
 	n.ptLower = f.lower
+	first := false
 	if f.writable {
 		n.ptWriters++
+		first = n.ptWriters == 1
 	}
 	n.mu.Unlock()
+	if first {
+		n.dropCachedAttrs()
+	}
 	f.pt = true
 	return f.fd, true
+}
+
+// dropCachedAttrs makes the kernel forget n's attributes when a writable
+// passthrough open begins: from then on the kernel writes the backing file
+// itself (also through shared mappings, which move its mtime), and a stat
+// must ask again rather than show what was cached before the open. The
+// replies given while such opens last are not cached (attrTimeout). Only
+// attributes are dropped (offset -1), which takes no lock the open holds.
+func (n *node) dropCachedAttrs() {
+	n.NotifyContent(-1, 0)
 }
 
 // current returns the fd to use, reopening a read-only handle whose file was

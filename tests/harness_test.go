@@ -44,6 +44,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if what := os.Getenv("OVLFS_TEST_CHILD"); what != "" {
+		os.Exit(runChild(what, os.Args[1:])) // see childDo
+	}
 	flag.Parse()
 	os.Exit(runMain(m))
 }

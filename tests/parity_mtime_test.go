@@ -6,8 +6,11 @@ package tests
 // and ftruncate, also while the file stays open.
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,5 +50,68 @@ func TestMtimeAfterWrites(t *testing.T) {
 			t.Errorf("after %s: merged view mtime %v size %d; upper file mtime %v size %d", s.name,
 				time.Unix(merged.Mtim.Unix()), merged.Size, time.Unix(upper.Mtim.Unix()), upper.Size)
 		}
+	}
+}
+
+// childDo runs `what` with args in a new process (the test binary itself,
+// see TestMain), as another program of a test would.
+func childDo(t *testing.T, what string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "OVLFS_TEST_CHILD="+what)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("child %s %v: %v\n%s", what, args, err, out)
+	}
+}
+
+// runChild is the child's side of childDo.
+func runChild(what string, args []string) int {
+	switch what {
+	case "mmap-write": // args: FILE; store one byte through a shared mapping
+		f, err := os.OpenFile(args[0], os.O_RDWR, 0)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer f.Close()
+		data, err := unix.Mmap(int(f.Fd()), 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		data[0] = 'x'
+		return 0 // the mapping goes with the process, as xfs_io's does
+	}
+	fmt.Fprintln(os.Stderr, "unknown child", what)
+	return 2
+}
+
+// TestMtimeAfterMmapOfCachedFile: attributes cached before a file is opened
+// for writing are not shown after another process stores through a shared
+// mapping (xfstests generic/080: stat, mmap-write in another process, stat).
+func TestMtimeAfterMmapOfCachedFile(t *testing.T) {
+	l, u, w := wrLayers(t, nil)
+	m := mountOvlfs(t, []string{l}, u, w)
+	p := filepath.Join(m, "f")
+	writeFile(t, p, make([]byte, 4096), 0o644)
+	// The kernel sends RELEASE after close returns: give ovlfs the time to
+	// see the writer go, so that this stat's reply is cached as usual.
+	time.Sleep(200 * time.Millisecond)
+	var before unix.Stat_t
+	wrMust(t, "stat", unix.Stat(p, &before)) // cached by the kernel now
+	time.Sleep(1100 * time.Millisecond)      // a new mtime second
+	childDo(t, "mmap-write", p)
+	// stat(1) right after, as the test does.
+	out, err := exec.Command("stat", "-c", "%.9Y %.9Z", p, filepath.Join(u, "f")).Output()
+	wrMust(t, "stat", err)
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("stat: %q", out)
+	}
+	if lines[1] == fmt.Sprintf("%d.%09d %d.%09d", before.Mtim.Sec, before.Mtim.Nsec, before.Ctim.Sec, before.Ctim.Nsec) {
+		t.Fatalf("the store did not move the upper file's times either (%s)", lines[1])
+	}
+	if lines[0] != lines[1] {
+		t.Errorf("after a store through a shared mapping: merged view mtime, ctime %s; upper file %s", lines[0], lines[1])
 	}
 }

@@ -165,6 +165,9 @@ func (n *node) setFlags(flags uint32, fsx []byte) syscall.Errno {
 	} else {
 		err = unix.IoctlSetPointerInt(fd, cow.IocSetFlags, int(flags&^cow.ProtFlags))
 	}
+	// The change moved the ctime; the kernel asks for attributes again only
+	// when told.
+	n.dropCachedAttrs()
 	return toErrno(err)
 }
 

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -200,6 +201,17 @@ func TestFileFlags(t *testing.T) {
 					err = setFlags(at("g"), f&^flImmutable)
 				}
 				return errOK(err) + " " + flags("g")
+			}},
+			{"ctime after chattr", func() string {
+				var a, b unix.Stat_t
+				unix.Stat(at("k"), &a)
+				time.Sleep(10 * time.Millisecond)
+				f, err := getFlags(at("k"))
+				if err == nil {
+					err = setFlags(at("k"), f|flNodump)
+				}
+				unix.Stat(at("k"), &b)
+				return fmt.Sprintf("%s moved=%v", errOK(err), a.Ctim != b.Ctim)
 			}},
 			{"write after chattr -i", func() string { return errOK(write("g", unix.O_WRONLY)) }},
 			{"fssetxattr immutable dir", func() string {

@@ -71,13 +71,19 @@ func openLower(p string) (fd, mnt int, err error) {
 
 // openUpperWork opens the upper and work dirs through one private clone (a
 // rename between them must stay inside one mount): the clone of their
-// nearest common directory. mnt is the clone (-1: both opened directly).
-func openUpperWork(upper, work string) (ufd, wfd, mnt int, err error) {
+// nearest common directory, strictatime where asked (the daemon's own reads
+// of upper files then move their atime on every read, as the kernel
+// overlay's strictatime does). mnt is the clone (-1: both opened directly).
+func openUpperWork(upper, work string, strict bool) (ufd, wfd, mnt int, err error) {
 	ua, err1 := filepath.Abs(upper)
 	wa, err2 := filepath.Abs(work)
 	if err1 == nil && err2 == nil {
 		anc := commonDir(ua, wa)
-		if mnt, err := privateClone(anc, 0); err == nil {
+		var set uint64
+		if strict {
+			set = unix.MOUNT_ATTR_STRICTATIME
+		}
+		if mnt, err := privateClone(anc, set); err == nil {
 			ufd, err := openBeneath(mnt, relTo(anc, ua), upper)
 			if err == nil {
 				wfd, err := openBeneath(mnt, relTo(anc, wa), work)

@@ -40,6 +40,11 @@ type Config struct {
 	// ovlfs's own reads of upper files (directories) leave their atime
 	// alone, as the kernel overlay's do.
 	NoAtime, NoDirAtime bool
+	// StrictAtime: every open of a file reads it again through ovlfs (no
+	// page cache kept across opens), from a private strictatime mount of the
+	// upper layer, so that its atime moves as on a strictatime mount. Root
+	// only; not with a read-only mount.
+	StrictAtime bool
 	// NoFsync ignores fsync (fsync=0, volatile).
 	NoFsync bool
 	// Volatile marks the work dir as the kernel's volatile mount does

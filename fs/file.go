@@ -93,6 +93,9 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	}
 	// The page cache stays valid across opens: every write goes through the
 	// mount, and the kernel drops pages whose file changed size or mtime.
+	if n.root.cfg.StrictAtime {
+		return h, 0, 0 // the next read reaches the upper file (see Config)
+	}
 	return h, fuse.FOPEN_KEEP_CACHE, 0
 }
 

@@ -89,7 +89,13 @@ func NewRoot(cfg Config) (*Root, error) {
 		var fd, mnt int
 		var err error
 		if cfg.Upper != "" && i == 0 {
-			fd, workFd, mnt, err = openUpperWork(p, cfg.Work)
+			fd, workFd, mnt, err = openUpperWork(p, cfg.Work, cfg.StrictAtime)
+			if err == nil && mnt < 0 && cfg.StrictAtime {
+				unix.Close(fd)
+				unix.Close(workFd)
+				workFd = -1
+				err = fmt.Errorf("option strictatime: the daemon cannot make a private strictatime mount of the upper layer (it needs root); use relatime or noatime")
+			}
 		} else if fd, mnt, err = openLower(p); err != nil {
 			err = &os.PathError{Op: "open layer", Path: p, Err: err}
 		}
@@ -325,7 +331,7 @@ func (r *Root) options(mo MountOptions) *gofs.Options {
 }
 
 // flagOnly are the mount options that go to the kernel as mount(2) flags.
-var flagOnly = map[string]uintptr{"relatime": unix.MS_RELATIME, "nodiratime": unix.MS_NODIRATIME, "lazytime": unix.MS_LAZYTIME}
+var flagOnly = map[string]uintptr{"relatime": unix.MS_RELATIME, "strictatime": unix.MS_STRICTATIME, "nodiratime": unix.MS_NODIRATIME, "lazytime": unix.MS_LAZYTIME}
 
 func atimeFlags(opts []string) uintptr {
 	var f uintptr

@@ -309,6 +309,7 @@ func TestRootlessRefusals(t *testing.T) {
 	cases := []struct{ name, args, want string }{
 		{"root-owned upper", "-o lowerdir=l,upperdir=rootupper,workdir=w m", "upperdir " + ro + ": not writable"},
 		{"mount point not writable", "-o lowerdir=l,upperdir=u,workdir=w rootmnt", "fusermount3: user has no write access to mountpoint " + noWrite},
+		{"strictatime", "-o lowerdir=l,upperdir=u,workdir=w,strictatime m", "option strictatime: the daemon cannot make a private strictatime mount"},
 	}
 	for _, c := range cases {
 		out, err := asUserErr(dir, bin+" "+c.args)
@@ -420,5 +421,48 @@ func TestRootlessCopyUpModes(t *testing.T) {
 	onOvlfs := asUser(t, dir, "D=m\n"+script.String())
 	if onOvlfs != onPlain {
 		t.Errorf("as an ordinary user, ovlfs:\n%s\na plain directory:\n%s", onOvlfs, onPlain)
+	}
+}
+
+// TestStrictAtime: with strictatime every read of a file in a new open moves
+// its atime, where relatime leaves an atime newer than the mtime alone
+// (xfstests generic/003); a read-only strictatime mount moves none.
+func TestStrictAtime(t *testing.T) {
+	for _, opts := range [][]string{{"strictatime"}, {"relatime"}, {"ro", "strictatime"}} {
+		t.Run(strings.Join(opts, ","), func(t *testing.T) {
+			seen := func(mount func(l, u, w string) string) string {
+				l, u, w := optsLayers(t, nil)
+				writeFile(t, filepath.Join(u, "f"), []byte("upper file"), 0o644)
+				now := time.Now()
+				wrMust(t, "chtimes", os.Chtimes(filepath.Join(u, "f"), now.Add(-time.Minute), now.Add(-2*time.Minute)))
+				m := mount(l, u, w)
+				var out []string
+				for i := range 2 {
+					var a, b unix.Stat_t
+					wrMust(t, "stat", unix.Stat(filepath.Join(m, "f"), &a))
+					time.Sleep(20 * time.Millisecond)
+					if _, err := os.ReadFile(filepath.Join(m, "f")); err != nil {
+						t.Fatal(err)
+					}
+					wrMust(t, "stat", unix.Stat(filepath.Join(m, "f"), &b))
+					out = append(out, fmt.Sprintf("read %d: atime moved %v", i+1, a.Atim != b.Atim))
+				}
+				return strings.Join(out, ", ")
+			}
+			ov := seen(func(l, u, w string) string { return mountOvlfs(t, []string{l}, u, w, opts...) })
+			kern := seen(func(l, u, w string) string {
+				m := newMountpoint(t)
+				var flags uintptr
+				for _, o := range opts {
+					flags |= map[string]uintptr{"strictatime": unix.MS_STRICTATIME, "relatime": unix.MS_RELATIME, "ro": unix.MS_RDONLY}[o]
+				}
+				wrMust(t, "mount overlay", unix.Mount("overlay", m, "overlay", flags, layerOptions([]string{l}, u, w)))
+				t.Cleanup(func() { unix.Unmount(m, unix.MNT_DETACH) })
+				return m
+			})
+			if ov != kern {
+				t.Errorf("%v: ovlfs %s; kernel %s", opts, ov, kern)
+			}
+		})
 	}
 }

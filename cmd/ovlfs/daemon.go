@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -195,6 +196,9 @@ func (o *options) fsConfig() (fs.Config, fs.MountOptions) {
 			cfg.NoAtime = true
 		case "nodiratime":
 			cfg.NoDirAtime = true
+		case "strictatime":
+			// A read-only mount moves no atime at all.
+			cfg.StrictAtime = !slices.Contains(o.Kernel, "ro")
 		}
 	}
 	if o.TimeoutSet {

@@ -93,7 +93,8 @@ IDs A.. show as B..), squash_to_root, squash_to_uid=N, squash_to_gid=N,
 xattr_permissions=1|2 (owner and mode of upper files kept in the xattr
 security.fuseoverlayfs.override_stat or user.fuseoverlayfs.override_stat).
 As the kernel overlay: redirect_dir=on|follow|nofollow|off, userxattr,
-uuid=on|auto|null|off, xino=, relatime, nodiratime, remount, and
+uuid=on|auto|null|off, xino=, relatime, nodiratime, strictatime (root),
+remount, and
 metacopy=, index=, nfs_export=, verity= (off only).
 Accepted for compatibility: threaded=, writeback=, fast_ino=, noacl, rw,
 dev, suid, exec, atime, user, nofail, _netdev, auto, noauto.
@@ -318,12 +319,6 @@ func (o *options) parseOpts(s string) error {
 		case "atime", "noatime", "relatime", "norelatime", "strictatime", "nostrictatime", "lazytime", "nolazytime", "diratime", "nodiratime":
 			if hasVal {
 				return bad("takes no value")
-			}
-			if key == "strictatime" {
-				// Reads that the kernel serves from its page cache never
-				// reach the daemon, and the atime the kernel keeps in
-				// memory for them is not written back.
-				return fmt.Errorf("option strictatime: not supported by ovlfs (reads served from the page cache do not reach it, so atime cannot move on every read); use relatime or noatime")
 			}
 			group := "atime"
 			switch key {

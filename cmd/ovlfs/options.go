@@ -94,8 +94,7 @@ xattr_permissions=1|2 (owner and mode of upper files kept in the xattr
 security.fuseoverlayfs.override_stat or user.fuseoverlayfs.override_stat).
 As the kernel overlay: redirect_dir=on|follow|nofollow|off, userxattr,
 uuid=on|auto|null|off, xino=, relatime, nodiratime, strictatime (root),
-remount, and
-metacopy=, index=, nfs_export=, verity= (off only).
+remount, and metacopy=, index=, nfs_export=, verity= (off only).
 Accepted for compatibility: threaded=, writeback=, fast_ino=, noacl, rw,
 dev, suid, exec, atime, user, nofail, _netdev, auto, noauto.
 `

@@ -397,6 +397,11 @@ func (f *fileHandle) Lseek(ctx context.Context, off uint64, whence uint32) (uint
 }
 
 func (f *fileHandle) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
+	// As vfs_fallocate on the kernel overlay's inode: immutable refuses
+	// all, append-only all but a plain allocation (opened before the flag).
+	if p := f.n.prot.Load(); p&cow.FlagImmutable != 0 || p&cow.FlagAppend != 0 && mode&^unix.FALLOC_FL_KEEP_SIZE != 0 {
+		return syscall.EPERM
+	}
 	if err := unix.Fallocate(f.fd, mode, int64(off), int64(size)); err != nil {
 		return toErrno(err)
 	}
@@ -415,6 +420,9 @@ func (n *node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn ui
 	o, ok2 := fhOut.(*fileHandle)
 	if !ok1 || !ok2 {
 		return 0, syscall.EBADF
+	}
+	if o.n.prot.Load()&cow.FlagImmutable != 0 {
+		return 0, syscall.EPERM // made immutable since it was opened (generic_copy_file_checks)
 	}
 	ifd, errno := in.current()
 	if errno != 0 {

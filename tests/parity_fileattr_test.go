@@ -224,6 +224,27 @@ func TestFileFlags(t *testing.T) {
 				return errOK(err) + " " + flags("d")
 			}},
 			{"create after clearing", func() string { return errOK(os.WriteFile(at("d/new"), nil, 0o644)) }},
+			{"copy_file_range, fallocate into a file made immutable while open", func() string {
+				w, err := os.OpenFile(at("d/x"), os.O_RDWR, 0)
+				if err != nil {
+					return errOK(err)
+				}
+				defer w.Close()
+				r, err := os.Open(at("k"))
+				if err != nil {
+					return errOK(err)
+				}
+				defer r.Close()
+				f, err := getFlags(at("d/x"))
+				if err == nil {
+					err = setFlags(at("d/x"), f|flImmutable)
+				}
+				_, cerr := unix.CopyFileRange(int(r.Fd()), nil, int(w.Fd()), nil, 4, 0)
+				ferr := unix.Fallocate(int(w.Fd()), 0, 0, 8192)
+				f, _ = getFlags(at("d/x"))
+				setFlags(at("d/x"), f&^flImmutable)
+				return errOK(err) + " copy_file_range " + errOK(cerr) + " fallocate " + errOK(ferr)
+			}},
 			{"lsattr after", func() string {
 				var s []string
 				for _, n := range []string{"f", "g", "h", "d", "di", "da"} {

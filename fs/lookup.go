@@ -340,7 +340,7 @@ type dirMeta struct {
 	redirect []byte // X(redirect), trusted NS only
 }
 
-// readDirMeta reads the opaque markers (every form SPEC.md lists) and the
+// readDirMeta reads the opaque markers (every form docs/format.md lists) and the
 // redirect of the open directory fd. One listxattr answers the common case of a
 // directory without xattrs.
 func readDirMeta(fd int, ns whiteout.NS) (dirMeta, error) {

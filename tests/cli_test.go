@@ -1,7 +1,7 @@
 package tests
 
 // Tests of the ovlfs command line and of the daemon's life: the forms of
-// CLI.md, the validation errors, and how the daemon starts and ends.
+// docs/cli.md, the validation errors, and how the daemon starts and ends.
 
 import (
 	"bytes"

@@ -34,7 +34,7 @@ func (ns NS) String() string {
 // Prefix returns "trusted.overlay." or "user.overlay.".
 func (ns NS) Prefix() string { return ns.String() + ".overlay." }
 
-// Key returns the xattr name of overlay key k in ns: X(k) in SPEC.md.
+// Key returns the xattr name of overlay key k in ns: X(k) in docs/format.md.
 func (ns NS) Key(k string) string { return ns.Prefix() + k }
 
 // Overlay metadata keys (the part after "<ns>.overlay.").

@@ -2,6 +2,7 @@ package cow
 
 import (
 	"os"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -124,4 +125,55 @@ func (s *Scratch) copyFileattr(srcDir int, srcName, tmp string, typ uint32) erro
 		return nil
 	}
 	return err
+}
+
+// ext4's inherited inode flags (EXT4_FL_INHERITED, those that can be set)
+// and the ones a non-directory does not take (EXT4_REG_FLMASK).
+const (
+	ext4Inherited   = 0x8 | 0x40 | 0x80 | 0x4000 | 0x8000 | 0x10000 | 0x20000000 | 0x02000000
+	ext4DirOnly     = 0x10000 | 0x20000 | 0x20000000 // DIRSYNC, TOPDIR, PROJINHERIT
+	flagProjInherit = 0x20000000
+)
+
+// InheritFlags gives entry name of directory dir (built in the scratch dir)
+// the inode flags and project ID an ext4 directory parent passes to what is
+// made in it, as if it had been made there: the kernel overlay makes a new
+// object right in the upper directory (unless it replaces a whiteout), so
+// the filesystem's inheritance applies. Best effort, as the filesystem's
+// own: a flag that cannot be set is left off.
+func InheritFlags(parent, dir int, name string, isDir bool) {
+	pflags, err := unix.IoctlGetUint32(parent, IocGetFlags)
+	if err != nil || pflags&ext4Inherited == 0 {
+		return
+	}
+	want := pflags & ext4Inherited
+	if !isDir {
+		want &^= ext4DirOnly
+	}
+	fd, err := OpenForFlags(dir, name, isDir)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	if want != 0 {
+		if cur, err := unix.IoctlGetUint32(fd, IocGetFlags); err == nil && cur|want != cur {
+			unix.IoctlSetPointerInt(fd, IocSetFlags, int(cur|want))
+		}
+	}
+	if pflags&flagProjInherit != 0 {
+		var pfsx, fsx [28]byte
+		if Ioctl(parent, IocFsGetXattr, pfsx[:]) == nil && Ioctl(fd, IocFsGetXattr, fsx[:]) == nil {
+			copy(fsx[12:16], pfsx[12:16]) // fsx_projid
+			Ioctl(fd, IocFsSetXattr, fsx[:])
+		}
+	}
+}
+
+// Ioctl runs ioctl req on fd with buf as its argument.
+func Ioctl(fd int, req uintptr, buf []byte) error {
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, uintptr(unsafe.Pointer(&buf[0])))
+	if e != 0 {
+		return e
+	}
+	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"syscall"
-	"unsafe"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -101,7 +100,7 @@ func (n *node) getFsxattr(out []byte) syscall.Errno {
 		return errno
 	}
 	defer unix.Close(fd)
-	if err := ioctlPtr(fd, cow.IocFsGetXattr, out); err != nil {
+	if err := cow.Ioctl(fd, cow.IocFsGetXattr, out); err != nil {
 		return toErrno(err)
 	}
 	x := binary.NativeEndian.Uint32(out)
@@ -161,7 +160,7 @@ func (n *node) setFlags(flags uint32, fsx []byte) syscall.Errno {
 	}
 	defer unix.Close(fd)
 	if fsx != nil {
-		err = ioctlPtr(fd, cow.IocFsSetXattr, fsx)
+		err = cow.Ioctl(fd, cow.IocFsSetXattr, fsx)
 	} else {
 		err = unix.IoctlSetPointerInt(fd, cow.IocSetFlags, int(flags&^cow.ProtFlags))
 	}
@@ -169,14 +168,6 @@ func (n *node) setFlags(flags uint32, fsx []byte) syscall.Errno {
 	// when told.
 	n.dropCachedAttrs()
 	return toErrno(err)
-}
-
-func ioctlPtr(fd int, req uintptr, buf []byte) error {
-	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, uintptr(unsafe.Pointer(&buf[0])))
-	if e != 0 {
-		return e
-	}
-	return nil
 }
 
 // What the append-only and immutable flags forbid, as the VFS checks them

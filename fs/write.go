@@ -151,6 +151,9 @@ func (n *node) place(ctx context.Context, name string, mode uint32, own bool, bu
 			return toErrno(err)
 		}
 	}
+	if !overWh && r.upper.fsType == unix.EXT4_SUPER_MAGIC && (isDir || mode&unix.S_IFMT == unix.S_IFREG) {
+		cow.InheritFlags(dfd, bdir, tmp, isDir)
+	}
 	if own {
 		if errno := n.setOwner(ctx, dfd, bdir, tmp); errno != 0 {
 			sc.Discard(bdir, tmp)

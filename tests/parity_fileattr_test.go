@@ -30,6 +30,7 @@ const (
 	iocFsGetX   = 0x801c581f
 	iocFsSetX   = 0x401c5820
 	xflImmut    = 0x8
+	xflDax      = 0x8000
 )
 
 func openFlagsFd(p string) (int, error) {
@@ -244,6 +245,13 @@ func TestFileFlags(t *testing.T) {
 				f, _ = getFlags(at("d/x"))
 				setFlags(at("d/x"), f&^flImmutable)
 				return errOK(err) + " copy_file_range " + errOK(cerr) + " fallocate " + errOK(ferr)
+			}},
+			{"flags a new dir inherits", func() string {
+				_, err := fsxattr(at("d"), func(x uint32) uint32 { return x | xflDax })
+				merr := unix.Mkdir(at("d/nd"), 0o755)
+				x, xerr := fsxattr(at("d/nd"), nil)
+				_, cerr := fsxattr(at("d"), func(x uint32) uint32 { return x &^ xflDax })
+				return fmt.Sprintf("%s mkdir %s %s dax=%v nodump: %s, clear %s", errOK(err), errOK(merr), errOK(xerr), x&xflDax != 0, flags("d/nd"), errOK(cerr))
 			}},
 			{"lsattr after", func() string {
 				var s []string

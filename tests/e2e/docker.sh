@@ -22,15 +22,8 @@ self=$repo/tests/e2e/docker.sh
 E2E_USER=${OVLFS_E2E_USER:-ovlfs-e2e}
 PKGS="docker.io rootlesskit uidmap busybox-static"
 
-PASS=0 FAIL=0
-FAILED=()
-pass() { PASS=$((PASS + 1)); echo "ok   $1"; }
-# fail NAME WHY [OUTPUT]
-fail() {
-	FAIL=$((FAIL + 1)); FAILED+=("$1")
-	echo "FAIL $1: $2"
-	if [[ -n ${3:-} ]]; then printf '%s\n' "$3" | tail -n 30 | sed 's/^/     | /'; fi
-}
+NAME=docker
+. "$repo/tests/e2e/lib.sh"
 # check NAME CMD...: pass if CMD succeeds, else fail with its output.
 check() {
 	local name=$1 out; shift
@@ -43,59 +36,24 @@ same() {
 
 # ---------------------------------------------------------------- outer part
 if [[ ${1:-} != --inner ]]; then
-	if [[ $(id -u) -ne 0 ]]; then
-		echo "docker: must run as root (make e2e)" >&2
-		echo "docker: 0 passed, 1 failed"; exit 1
-	fi
+	[[ $(id -u) -eq 0 ]] || die "must run as root (make e2e)"
 	start=$SECONDS
+	for b in ovlfs ovlctl; do
+		[[ -x $repo/bin/$b ]] || die "$repo/bin/$b missing: make build"
+	done
+	# --no-install-recommends: no host dockerd service is wanted.
+	# shellcheck disable=SC2086
+	APT_FLAGS=--no-install-recommends install_missing $PKGS
+	ensure_user "$E2E_USER"
 	T=$(mktemp -d /var/tmp/ovlfs-docker.XXXXXX)
 	chmod 755 "$T"
-	missing=""
-	for p in $PKGS; do
-		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
-	done
-	if [[ -n $missing ]]; then
-		echo "docker: apt-get install -y$missing"
-		export DEBIAN_FRONTEND=noninteractive
-		# --no-install-recommends: no host dockerd service is wanted.
-		apt-get install -y -q --no-install-recommends $missing >"$T/apt.log" 2>&1 ||
-			{ apt-get update -q >>"$T/apt.log" 2>&1 && apt-get install -y -q --no-install-recommends $missing >>"$T/apt.log" 2>&1; } ||
-			{ tail -20 "$T/apt.log"; rm -rf "$T"; echo "docker: 0 passed, 1 failed"; exit 1; }
-	fi
-	for b in ovlfs ovlctl; do
-		[[ -x $repo/bin/$b ]] || { echo "docker: $repo/bin/$b missing: make build" >&2; rm -rf "$T"; echo "docker: 0 passed, 1 failed"; exit 1; }
-	done
-	if ! id -u "$E2E_USER" >/dev/null 2>&1; then
-		echo "docker: creating user $E2E_USER"
-		useradd -M -d /nonexistent -s /usr/sbin/nologin "$E2E_USER"
-	fi
-	for f in /etc/subuid /etc/subgid; do
-		if ! grep -q "^$E2E_USER:" "$f" 2>/dev/null; then
-			top=$(awk -F: 'BEGIN{m=100000} {e=$2+$3; if (e>m) m=e} END{print m}' /etc/subuid /etc/subgid 2>/dev/null)
-			flag=--add-subuids; [[ $f == /etc/subgid ]] && flag=--add-subgids
-			usermod "$flag" "$top-$((top + 65535))" "$E2E_USER"
-		fi
-	done
 	# Private copies: a concurrent `make build` cannot swap them mid-run.
 	mkdir -p "$T/bin"
 	cp "$repo/bin/ovlfs" "$repo/bin/ovlctl" "$T/bin/"
 	ln -s ovlfs "$T/bin/fuse-overlayfs"
 	echo "docker: ovlfs $("$T/bin/ovlfs" --version 2>&1 | head -1), $(dockerd --version), rootlesskit $(rootlesskit --version | awk '{print $3}'), temp dir $T"
 	unshare --mount --pid --fork --mount-proc --propagation private bash "$self" --inner "$T"
-	rc=$?
-	read -r PASS FAIL <"$T/counts" 2>/dev/null || { PASS=0; FAIL=1; echo "FAIL inner run: exit $rc, no counts"; }
-	left=$(grep -h " $T" /proc/[0-9]*/mountinfo 2>/dev/null | sort -u)
-	if [[ -z $left ]]; then pass "host: no mount under $T left"; else fail "host: no mount under $T left" "mounts left" "$left"; fi
-	procs=""
-	for p in /proc/[0-9]*; do
-		case $(readlink "$p/exe" 2>/dev/null) in "$T"/*) procs="$procs ${p#/proc/}" ;; esac
-	done
-	if [[ -z $procs ]]; then pass "host: no process of the run left"; else fail "host: no process of the run left" "pids$procs"; fi
-	if [[ ${OVLFS_E2E_KEEP:-} == 1 ]]; then echo "docker: kept $T"; else rm -rf "$T"; fi
-	echo "docker: took $((SECONDS - start))s"
-	echo "docker: $PASS passed, $FAIL failed"
-	[[ $FAIL -eq 0 && $rc -eq 0 ]]
-	exit $?
+	finish_outer "$T" $? "$start"
 fi
 
 # ---------------------------------------------------------------- inner part
@@ -104,11 +62,7 @@ finish() {
 	[[ -n ${KPID:-} ]] && kill "$KPID" 2>/dev/null
 	[[ -n ${RPID:-} ]] && kill "$RPID" 2>/dev/null
 	wait 2>/dev/null
-	echo "$PASS $FAIL" >"$T/counts"
-	if ((FAIL)); then
-		echo "failed tests:"
-		printf '  %s\n' "${FAILED[@]}"
-	fi
+	write_counts "$T"
 }
 trap finish EXIT
 # Nothing of the host's /run (docker.sock, containerd.sock, docker's
@@ -122,8 +76,8 @@ export DOCKER_BUILDKIT=0
 # ---- inputs: a two-layer docker-archive (busybox, then whiteouts and an
 # opaque dir), a build context.
 make_archive() {
-	local w=$T/in l sha diffids="" layers="" cfg a
-	mkdir -p "$w"/{l1,l2,arch}
+	local w=$T/in a
+	mkdir -p "$w"/{l1,l2}
 	mkdir -p "$w/l1"/{bin,etc,tmp,d/sub,o/sub,mvdir/x,gone/deep}
 	cp /bin/busybox "$w/l1/bin/busybox"
 	for a in $(/bin/busybox --list); do [[ -e $w/l1/bin/$a ]] || ln -s busybox "$w/l1/bin/$a"; done
@@ -131,23 +85,12 @@ make_archive() {
 	printf 'root:x:0:\nu1000:x:1000:\n' >"$w/l1/etc/group"
 	chmod 1777 "$w/l1/tmp"
 	for f in a del ren hl sib; do echo "$f" >"$w/l1/d/$f"; done
-	echo b >"$w/l1/d/sub/b"; echo owned >"$w/l1/d/owned"
+	echo b >"$w/l1/d/sub/b"
 	echo old >"$w/l1/o/old"; echo old2 >"$w/l1/o/sub/old2"; echo y >"$w/l1/mvdir/x/y"
 	echo g >"$w/l1/gone/g"; echo deep >"$w/l1/gone/deep/f"
 	mkdir -p "$w/l2"/{d,o,gone}
 	: >"$w/l2/d/.wh.sib"; : >"$w/l2/o/.wh..wh..opq"; echo new >"$w/l2/o/new"; echo l2 >"$w/l2/d/l2"
-	for l in 1 2; do
-		(cd "$w/l$l" && tar --numeric-owner --owner=0 --group=0 -cf "../l$l.tar" $(ls -A))
-		chown 1000:1000 "$w/l1/d/owned"
-		sha=$(sha256sum "$w/l$l.tar" | cut -d' ' -f1)
-		mkdir -p "$w/arch/$sha"; cp "$w/l$l.tar" "$w/arch/$sha/layer.tar"
-		diffids="$diffids${diffids:+,}\"sha256:$sha\""; layers="$layers${layers:+,}\"$sha/layer.tar\""
-	done
-	printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":[%s]}}' "$diffids" >"$w/cfg.json"
-	cfg=$(sha256sum "$w/cfg.json" | cut -d' ' -f1)
-	cp "$w/cfg.json" "$w/arch/$cfg.json"
-	printf '[{"Config":"%s.json","RepoTags":["e2e/base:1"],"Layers":[%s]}]' "$cfg" "$layers" >"$w/arch/manifest.json"
-	(cd "$w/arch" && tar -cf "$T/base.tar" $(ls -A))
+	docker_archive "$T/base.tar" e2e/base:1 "$w/l1" "$w/l2"
 	mkdir -p "$T/ctx/cdir"
 	echo copied >"$T/ctx/cp.txt"; echo one >"$T/ctx/cdir/one"
 	cat >"$T/ctx/Dockerfile" <<-'EOF'

@@ -25,53 +25,19 @@ E2E_USER=${OVLFS_E2E_USER:-ovlfs-e2e}
 MODES=${OVLFS_E2E_MODES:-root rootless}
 PKGS="podman buildah runc uidmap conmon fuse3 busybox-static attr"
 
-PASS=0 FAIL=0
-FAILED=()
-pass() { PASS=$((PASS + 1)); echo "ok   $1"; }
-# fail NAME WHY [OUTPUT]
-fail() {
-	FAIL=$((FAIL + 1)); FAILED+=("$1")
-	echo "FAIL $1: $2"
-	if [[ -n ${3:-} ]]; then printf '%s\n' "$3" | tail -n 40 | sed 's/^/     | /'; fi
-}
+NAME=e2e
+. "$repo/tests/e2e/lib.sh"
 
 # ---------------------------------------------------------------- outer part
 # Root, packages, the rootless user, the temp dir; then the tests in a private
 # mount+PID namespace; then a last look at the host for leftovers.
 if [[ ${1:-} != --inner ]]; then
-	if [[ $(id -u) -ne 0 ]]; then
-		echo "e2e: must run as root (make e2e)" >&2
-		echo "e2e: 0 passed, 1 failed"; exit 1
-	fi
+	[[ $(id -u) -eq 0 ]] || die "must run as root (make e2e)"
 	start=$SECONDS
-	missing=""
-	for p in $PKGS; do
-		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
-	done
-	if [[ -n $missing ]]; then
-		echo "e2e: apt-get install -y$missing"
-		export DEBIAN_FRONTEND=noninteractive
-		apt_log=$(mktemp)
-		apt-get install -y -q $missing >"$apt_log" 2>&1 ||
-			{ apt-get update -q >>"$apt_log" 2>&1 && apt-get install -y -q $missing >>"$apt_log" 2>&1; } ||
-			{ tail -20 "$apt_log"; rm -f "$apt_log"; echo "e2e: 0 passed, 1 failed"; exit 1; }
-		rm -f "$apt_log"
-	fi
-	[[ -x $repo/bin/ovlfs ]] || { echo "e2e: $repo/bin/ovlfs missing: make build" >&2; echo "e2e: 0 passed, 1 failed"; exit 1; }
-	if [[ " $MODES " == *" rootless "* ]]; then
-		if ! id -u "$E2E_USER" >/dev/null 2>&1; then
-			echo "e2e: creating user $E2E_USER"
-			useradd -M -d /nonexistent -s /usr/sbin/nologin "$E2E_USER"
-		fi
-		for f in /etc/subuid /etc/subgid; do
-			if ! grep -q "^$E2E_USER:" "$f" 2>/dev/null; then
-				# A 65536 range after every range in use.
-				top=$(awk -F: 'BEGIN{m=100000} {e=$2+$3; if (e>m) m=e} END{print m}' /etc/subuid /etc/subgid 2>/dev/null)
-				flag=--add-subuids; [[ $f == /etc/subgid ]] && flag=--add-subgids
-				usermod "$flag" "$top-$((top + 65535))" "$E2E_USER"
-			fi
-		done
-	fi
+	# shellcheck disable=SC2086
+	install_missing $PKGS
+	[[ -x $repo/bin/ovlfs ]] || die "$repo/bin/ovlfs missing: make build"
+	[[ " $MODES " == *" rootless "* ]] && ensure_user "$E2E_USER"
 	T=$(mktemp -d /tmp/ovlfs-e2e.XXXXXX)
 	chmod 755 "$T"
 	mkdir -p "$T/bin"
@@ -89,22 +55,11 @@ if [[ ${1:-} != --inner ]]; then
 	unshare --mount --pid --fork --mount-proc --propagation private \
 		bash "$self" --inner "$T"
 	rc=$?
-	# The host side: nothing of ours is mounted or running any more.
-	read -r PASS FAIL <"$T/counts" 2>/dev/null || { PASS=0; FAIL=1; echo "FAIL inner run: exit $rc, no counts"; }
-	left=$(grep -h " $T" /proc/[0-9]*/mountinfo 2>/dev/null | sort -u)
-	if [[ -z $left ]]; then pass "host: no mount under $T left"; else fail "host: no mount under $T left" "mounts left" "$left"; fi
-	procs=""
-	for p in /proc/[0-9]*; do
-		[[ $(readlink "$p/exe" 2>/dev/null) == "$T/bin/ovlfs"* ]] && procs="$procs ${p#/proc/}"
-	done
-	if [[ -z $procs ]]; then pass "host: no ovlfs daemon left"; else fail "host: no ovlfs daemon left" "pids$procs"; fi
-	for m in $(awk -v t="$T" 'index($5, t) == 1 {print $5}' /proc/self/mountinfo | sort -r); do umount -l "$m"; done
-	for d in "${made[@]}"; do rm -rf "$d"; done
-	if [[ ${OVLFS_E2E_KEEP:-} == 1 ]]; then echo "e2e: kept $T"; else rm -rf "$T"; fi
-	echo "e2e: took $((SECONDS - start))s"
-	echo "e2e: $PASS passed, $FAIL failed"
-	[[ $FAIL -eq 0 && $rc -eq 0 ]]
-	exit $?
+	outer_cleanup() {
+		for m in $(awk -v t="$T" 'index($5, t) == 1 {print $5}' /proc/self/mountinfo | sort -r); do umount -l "$m"; done
+		for d in "${made[@]}"; do rm -rf "$d"; done
+	}
+	finish_outer "$T" $rc "$start"
 fi
 
 # ---------------------------------------------------------------- inner part
@@ -118,14 +73,7 @@ E2E_UID=$(id -u "$E2E_USER" 2>/dev/null || echo 65534)
 E2E_GID=$(id -g "$E2E_USER" 2>/dev/null || echo 65534)
 TIMEOUT=300
 
-finish() {
-	echo "$PASS $FAIL" >"$T/counts"
-	if ((FAIL)); then
-		echo "failed tests:"
-		printf '  %s\n' "${FAILED[@]}"
-	fi
-}
-trap finish EXIT
+trap 'write_counts "$T"' EXIT
 
 # ---- helper scripts (run on the host or inside podman/buildah unshare)
 
@@ -381,8 +329,8 @@ BUILD_RUN3='rm /tree/new/n && echo m > /tree/m && mv /cdir/one /cdir/uno && chow
 
 # A docker-archive whose layers carry .wh. whiteouts and .wh..wh..opq markers.
 make_wh_archive() {
-	local w=$T/wh l i sha cfg diffids="" layers=""
-	mkdir -p "$w"/{l1,l2,l3,arch}
+	local w=$T/wh
+	mkdir -p "$w"/{l1,l2,l3}
 	# layer 1: busybox and the directories to be whited out
 	mkdir -p "$w/l1"/{bin,tmp,w/deldir/deep,o/sub,p}
 	cp -a "$T/rootfs/bin/." "$w/l1/bin/"
@@ -398,17 +346,7 @@ make_wh_archive() {
 	# layer 3: a whited-out name comes back; the opaque dir gets another entry
 	mkdir -p "$w/l3"/{w,o}
 	echo again >"$w/l3/w/del"; echo new3 >"$w/l3/o/new3"
-	for i in 1 2 3; do
-		(cd "$w/l$i" && tar --numeric-owner --owner=0 --group=0 -cf "../l$i.tar" $(ls -A))
-		sha=$(sha256sum "$w/l$i.tar" | cut -d' ' -f1)
-		mkdir -p "$w/arch/$sha"; cp "$w/l$i.tar" "$w/arch/$sha/layer.tar"
-		diffids="$diffids${diffids:+,}\"sha256:$sha\""; layers="$layers${layers:+,}\"$sha/layer.tar\""
-	done
-	printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":[%s]}}' "$diffids" >"$w/cfg.json"
-	cfg=$(sha256sum "$w/cfg.json" | cut -d' ' -f1)
-	cp "$w/cfg.json" "$w/arch/$cfg.json"
-	printf '[{"Config":"%s.json","RepoTags":["localhost/e2e/wh:1"],"Layers":[%s]}]' "$cfg" "$layers" >"$w/arch/manifest.json"
-	(cd "$w/arch" && tar -cf "$T/wh-archive.tar" $(ls -A))
+	docker_archive "$T/wh-archive.tar" localhost/e2e/wh:1 "$w/l1" "$w/l2" "$w/l3"
 }
 
 # The expected tree of the built image: the base rootfs, the build's scripts

@@ -35,6 +35,9 @@ type fileHandle struct {
 	// lower: fd is a file of a lower layer. pt: the kernel serves this open
 	// by passthrough, from the node's backing file (see PassthroughFd).
 	lower, pt bool
+	// created: the open that made the file, whose attributes the kernel
+	// has only from the reply to this request (see dropCachedAttrs).
+	created bool
 }
 
 var (
@@ -270,7 +273,7 @@ func (f *fileHandle) PassthroughFd() (int, bool) {
 		first = n.ptWriters == 1
 	}
 	n.mu.Unlock()
-	if first {
+	if first && !f.created {
 		n.dropCachedAttrs()
 	}
 	f.pt = true

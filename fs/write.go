@@ -273,7 +273,9 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 			return nil, nil, 0, errno
 		}
 		in := n.newChild(ctx, name, res, out)
-		return in, in.Operations().(nodeOps).ovl().newHandle(fd, flags, false, n.root.newFilePT(flags)), 0, 0
+		h := in.Operations().(nodeOps).ovl().newHandle(fd, flags, false, n.root.newFilePT(flags))
+		h.created = true
+		return in, h, 0, 0
 	}
 	fd := -1
 	in, errno := n.create(ctx, name, unix.S_IFREG|mode, func(sfd int, tmp string, umask uint32) error {
@@ -289,7 +291,9 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, errno
 	}
 	c := in.Operations().(nodeOps).ovl()
-	return in, c.newHandle(fd, flags, false, n.root.newFilePT(flags)), 0, 0
+	h := c.newHandle(fd, flags, false, n.root.newFilePT(flags))
+	h.created = true
+	return in, h, 0, 0
 }
 
 // newFilePT says whether the open of a file just made with open(2) flags

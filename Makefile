@@ -66,7 +66,7 @@ demo: deps build
 e2e: deps build
 	@rc=0; bash tests/e2e/e2e.sh || rc=1; bash tests/e2e/docker.sh || rc=1; exit $$rc
 
-# Faults, hostile layers, bad input, load, RSS and fds (issue 6), in a private
+# Faults, hostile layers, bad input, load, RSS and fds, in a private
 # mount namespace; a table, then "reliability: N passed, M failed".
 # RELIABILITY_LONG=1: the long form (more kill points, 10-minute soak).
 .PHONY: reliability

@@ -14,6 +14,9 @@ import (
 var (
 	// mdLink is a markdown link or image target.
 	mdLink = regexp.MustCompile(`\]\(([^)#\s]+)`)
+	// issueRef is a pointer to the project's issue tracker, which users of
+	// the repository do not have.
+	issueRef = regexp.MustCompile(`(?i)\bissue [0-9]+|\bissue's\b|\bthe issue\b`)
 	// repoPath is a path into the repository named in prose or a comment.
 	repoPath = regexp.MustCompile(`(?:^|[\s(` + "`" + `"])((?:\.\./)*(?:docs|tests|bench|cmd|fs|cow|whiteout|layout|dist)/[\w./-]*\.(?:md|go|sh|1|bash))`)
 )
@@ -52,6 +55,11 @@ func TestDocsStandAlone(t *testing.T) {
 		for _, out := range []string{"../shared", "shared/SPEC", "SPEC.md", "CLI.md", "STYLE.md"} {
 			if strings.Contains(text, out) {
 				t.Errorf("%s points outside the repository (%s)", rel, out)
+			}
+		}
+		if strings.HasSuffix(f, ".md") {
+			if m := issueRef.FindString(text); m != "" {
+				t.Errorf("%s points to an issue (%q): users have only the repository", rel, m)
 			}
 		}
 		var targets []string

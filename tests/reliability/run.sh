@@ -1,6 +1,6 @@
 #!/bin/bash
-# make reliability: faults, hostile layers, bad input, load, memory and fds
-# (issue 6). Runs the TestRel* real-mount tests of ./tests and the fuzz
+# make reliability: faults, hostile layers, bad input, load, memory and fds.
+# Runs the TestRel* real-mount tests of ./tests and the fuzz
 # targets for a bounded time, then prints one table and the last line
 # "reliability: N passed, M failed" (exit status 1 when M > 0).
 #

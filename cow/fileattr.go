@@ -114,17 +114,20 @@ func (s *Scratch) copyFileattr(srcDir int, srcName, tmp string, typ uint32) erro
 		return err
 	}
 	defer unix.Close(fd)
-	cur, err := unix.IoctlGetUint32(fd, IocGetFlags)
-	if noFlags(err) {
-		return nil
-	} else if err != nil {
+	if err := changeFlags(fd, copiedFlags, flags&copiedFlags); !noFlags(err) {
 		return err
 	}
-	err = unix.IoctlSetPointerInt(fd, IocSetFlags, int(cur&^copiedFlags|flags&copiedFlags))
-	if noFlags(err) {
-		return nil
+	return nil
+}
+
+// changeFlags gives the inode of fd the flags set in place of those in mask
+// (FS_IOC_GETFLAGS, then FS_IOC_SETFLAGS where that changes anything).
+func changeFlags(fd int, mask, set uint32) error {
+	cur, err := unix.IoctlGetUint32(fd, IocGetFlags)
+	if err != nil || cur&^mask|set == cur {
+		return err
 	}
-	return err
+	return unix.IoctlSetPointerInt(fd, IocSetFlags, int(cur&^mask|set))
 }
 
 // ext4's inherited inode flags (EXT4_FL_INHERITED, those that can be set)
@@ -156,9 +159,7 @@ func InheritFlags(parent, dir int, name string, isDir bool) {
 	}
 	defer unix.Close(fd)
 	if want != 0 {
-		if cur, err := unix.IoctlGetUint32(fd, IocGetFlags); err == nil && cur|want != cur {
-			unix.IoctlSetPointerInt(fd, IocSetFlags, int(cur|want))
-		}
+		changeFlags(fd, want, want)
 	}
 	if pflags&flagProjInherit != 0 {
 		var pfsx, fsx [28]byte

@@ -41,6 +41,8 @@ type checker struct {
 	lidOf  map[string][]string // layer id -> the l/ links that point at it
 	idOf   map[string]string   // LID -> layer id it points at ("" when dangling)
 	owner  map[string]string   // LID -> the layer whose link file names it
+	// whFiles: `.wh.` files are the layers' own format (keepsWhFiles).
+	whFiles bool
 }
 
 // fault records a fault; fix, when repairing, repairs it.
@@ -74,7 +76,7 @@ func (s *Store) Check(repair bool) ([]Fault, error) {
 		}
 		defer unlock()
 	}
-	c := &checker{s: s, repair: repair, lidOf: map[string][]string{}, idOf: map[string]string{}, owner: map[string]string{}}
+	c := &checker{s: s, repair: repair, lidOf: map[string][]string{}, idOf: map[string]string{}, owner: map[string]string{}, whFiles: s.keepsWhFiles()}
 	if err := c.links(); err != nil {
 		return nil, err
 	}
@@ -263,7 +265,7 @@ func (c *checker) layer(id string) error {
 		return &os.PathError{Op: "open", Path: s.path(id, diffDirName), Err: err}
 	}
 	defer unix.Close(fd)
-	if !s.keepsWhFiles() {
+	if !c.whFiles {
 		if err := c.markers(id, fd, ""); err != nil {
 			return err
 		}
